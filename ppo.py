@@ -126,8 +126,10 @@ def check_args(args: Args) -> gym.Env:
         close = difflib.get_close_matches(name, list(gym.registry.keys()), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown env id '{args.env_id}' ({type(e).__name__}){hint}") from None
-    except ModuleNotFoundError as e:
-        raise ConfigError(f"env id '{args.env_id}': cannot import module '{e.name}'") from None
+    except ModuleNotFoundError as e:  # the `module` of a `module:Env-v0` id
+        reason = str(e).split(". ")[0]
+        raise ConfigError(f"env id '{args.env_id}': cannot import module '{args.env_id.split(':')[0]}' "
+                          f"({reason})") from None
     if not isinstance(env.action_space, gym.spaces.Discrete):
         env.close()
         raise ConfigError(f"{args.env_id} has action space {env.action_space}; "
@@ -224,10 +226,11 @@ def compute_gae(rewards, values, next_value, terminations, truncations, gamma, g
     dones = torch.maximum(terminations, truncations)
     next_values = torch.cat([values[1:], next_value.unsqueeze(0)])  # V_{t+1}
     deltas = rewards + gamma * (1.0 - terminations) * next_values - values
+    decays = gamma * gae_lambda * (1.0 - dones)  # everything but the recursion, computed at once
     advantages = torch.zeros_like(rewards)
     last_advantage = torch.zeros_like(next_value)
     for t in reversed(range(rewards.shape[0])):
-        last_advantage = deltas[t] + gamma * gae_lambda * (1.0 - dones[t]) * last_advantage
+        last_advantage = deltas[t] + decays[t] * last_advantage
         advantages[t] = last_advantage
     return advantages
 
@@ -297,8 +300,16 @@ def train(args: Args) -> Agent:
 
     # A new directory for every run: never write into an old run's logs.
     run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    while os.path.exists(f"runs/{run_name}"):
-        run_name += "_"
+    os.makedirs("runs", exist_ok=True)
+    for suffix in [""] + [f"_{i}" for i in range(1, 1000)]:
+        try:  # mkdir is atomic: two runs started in the same second get different directories
+            os.mkdir(f"runs/{run_name}{suffix}")
+            run_name += suffix
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise ConfigError(f"runs/{run_name}: 1000 runs of that name already exist")
     if args.track:
         import wandb
 
@@ -320,7 +331,8 @@ def train(args: Args) -> Agent:
 
     envs = make_envs(args, run_name)
     agent = Agent(envs).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # foreach=True updates all parameters with a few multi-tensor ops instead of a loop over them.
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
 
     # Rollout storage, (num_steps, num_envs, ...). What the agent produces stays on the device;
     # what the env returns is kept in numpy and moved once per rollout.
