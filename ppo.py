@@ -14,9 +14,10 @@ import difflib
 import importlib.util
 import os
 import random
+import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import gymnasium as gym
@@ -46,6 +47,18 @@ class Args:
     """the entity (team) of wandb's project"""
     capture_video: bool = False
     """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the model into the `runs/{run_name}` folder"""
+    checkpoint_every: int = 25
+    """write a training checkpoint (runs/{run_name}/checkpoint.pt) every this many iterations and at the end; 0: never"""
+    resume: str | None = None
+    """continue the run of this checkpoint (or run directory) to its original --total-timesteps"""
+    eval_episodes: int = 0
+    """after training, evaluate the greedy policy for this many episodes (`eval/episodic_return`)"""
+    eval_only: bool = False
+    """do not train: evaluate the model at --model-path for --eval-episodes episodes"""
+    model_path: str | None = None
+    """the saved model (`.cleanrl_model`) that --eval-only evaluates"""
 
     # Algorithm specific arguments
     env_id: str = "CartPole-v1"
@@ -108,6 +121,15 @@ def check_args(args: Args) -> gym.Env:
         raise ConfigError(f"--clip-coef must be in (0, 1), got {args.clip_coef}")
     if args.target_kl is not None and not args.target_kl > 0:
         raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
+    for name in ["checkpoint_every", "eval_episodes"]:
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.eval_only and (args.model_path is None or args.eval_episodes == 0):
+        raise ConfigError("--eval-only needs --model-path PATH and --eval-episodes N")
+    if args.model_path is not None and not args.eval_only:
+        raise ConfigError("--model-path is read only with --eval-only")
+    if args.eval_only and args.resume:
+        raise ConfigError("--eval-only and --resume exclude each other")
     batch_size = args.num_envs * args.num_steps
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(f"num_envs * num_steps = {batch_size} is not divisible by "
@@ -141,18 +163,15 @@ def check_args(args: Args) -> gym.Env:
     return env
 
 
-def make_envs(args: Args, run_name: str) -> gym.vector.VectorEnv:
+def make_envs(args: Args, video_folder: str | None = None) -> gym.vector.VectorEnv:
     """`num_envs` copies of the env, stepped together, autoresetting in NEXT_STEP mode."""
-    if args.capture_video:
+    if video_folder is not None:
         # Only env 0 is recorded, so each copy is built by hand.
-        def thunk(i):
-            def make():
-                if i == 0:
-                    env = gym.make(args.env_id, render_mode="rgb_array")
-                    return gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-                return gym.make(args.env_id)
-            return make
-        envs = gym.vector.SyncVectorEnv([thunk(i) for i in range(args.num_envs)])
+        def make(i):
+            if i == 0:
+                return gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), video_folder)
+            return gym.make(args.env_id)
+        envs = gym.vector.SyncVectorEnv([lambda i=i: make(i) for i in range(args.num_envs)])
     else:
         # Envs that register a vector entry point (CartPole-v1) step all copies in numpy,
         # far cheaper per step than one Python env per copy ("sync").
@@ -190,6 +209,10 @@ class Agent(nn.Module):
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x).squeeze(-1)  # (batch,)
+
+    def get_greedy_action(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable action: for evaluation, where exploration only adds noise."""
+        return self.actor(x).argmax(-1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
         """Sample an action (or score a given one). Returns (action, log_prob, entropy, value).
@@ -291,33 +314,122 @@ def ppo_loss(agent, obs, actions, old_log_probs, old_values, advantages, returns
     return loss, stats
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss, an unwritable checkpoint): reported as one line."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training after a checkpoint was written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+# Flags that change what a resumed run computes: a resume keeps the checkpoint's values.
+RESUME_FIXED = ["env_id", "num_envs", "num_steps", "exp_name", "seed", "total_timesteps"]
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Write atomically: a crash leaves the old checkpoint or the new one, never half of one."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the checkpoint
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise TrainingError(f"cannot write checkpoint {path}: {e.strerror or e}; "
+                            "the last good checkpoint is untouched") from None
+
+
+def load_checkpoint(path: str) -> dict:
+    """Read a checkpoint (or the one in a run directory); any damage is a one-line ConfigError."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.pt")
+    try:
+        # weights_only: tensors and plain Python values only; pickled code is refused.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"no checkpoint at {path}") from None
+    except Exception as e:  # truncated, corrupt, or pickled code: torch raises many kinds
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot read checkpoint {path}: {reason[:200]}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != "ppo.py checkpoint v1":
+        raise ConfigError(f"{path} is not a ppo.py checkpoint")
+    return checkpoint
+
+
+def resumed_args(args: Args, saved: dict) -> Args:
+    """The checkpoint's flags, with the ones given now that do not change the experiment."""
+    given = {k: v for k, v in asdict(args).items() if v != getattr(Args(), k) and k != "resume"}
+    changed = [k for k in RESUME_FIXED if k in given and given[k] != saved[k]]
+    if changed:
+        flags = ", ".join(f"--{k.replace('_', '-')} (was {saved[k]!r})" for k in changed)
+        raise ConfigError(f"cannot change {flags} when resuming; start a new run instead")
+    return replace(Args(**saved), **given, resume=args.resume)
+
+
+def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str | None) -> np.ndarray:
+    """Returns of `episodes` episodes played with the greedy policy, on a fresh env."""
+    envs = make_envs(replace(args, num_envs=1), video_folder)
+    obs, _ = envs.reset(seed=args.seed + 100_000)  # not the seeds training started from
+    returns = []
+    while len(returns) < episodes:
+        with torch.inference_mode():
+            action = agent.get_greedy_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
+        obs, _, _, _, info = envs.step(action.cpu().numpy())
+        if "episode" in info:
+            returns.append(float(info["episode"]["r"][0]))
+    envs.close()
+    return np.array(returns)
+
+
+def new_run_dir(args: Args) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix time}: a new directory, never an old run's."""
+    run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    try:
+        os.makedirs("runs", exist_ok=True)
+        for suffix in [""] + [f"_{i}" for i in range(1, 1000)]:
+            try:  # mkdir is atomic: two runs started in the same second get different directories
+                os.mkdir(f"runs/{run_name}{suffix}")
+                return run_name + suffix
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise ConfigError(f"cannot create the run directory in {os.path.abspath('runs')}: {e.strerror}") from None
+    raise ConfigError(f"runs/{run_name}: 1000 runs of that name already exist")
+
+
 def train(args: Args) -> Agent:
-    probe_env = check_args(args)  # raises ConfigError before anything is written
+    # Everything that can be refused is checked before anything is written.
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None:
+        args = resumed_args(args, checkpoint["args"])
+    probe_env = check_args(args)
     probe_env.close()
+    if args.eval_only:
+        return evaluate_saved_model(args)
     batch_size = args.num_envs * args.num_steps
-    minibatch_size = batch_size // args.num_minibatches
     num_iterations = args.total_timesteps // batch_size
 
-    # A new directory for every run: never write into an old run's logs.
-    run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    os.makedirs("runs", exist_ok=True)
-    for suffix in [""] + [f"_{i}" for i in range(1, 1000)]:
-        try:  # mkdir is atomic: two runs started in the same second get different directories
-            os.mkdir(f"runs/{run_name}{suffix}")
-            run_name += suffix
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise ConfigError(f"runs/{run_name}: 1000 runs of that name already exist")
+    run_name = checkpoint["run_name"] if checkpoint else new_run_dir(args)
+    run_dir = f"runs/{run_name}"
+    checkpoint_path = f"{run_dir}/checkpoint.pt"
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True)
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                    "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
+                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)
+    start_iteration = checkpoint["iteration"] if checkpoint else 0  # iterations already done
+    # purge_step: on resume, TensorBoard hides whatever the old run logged after its checkpoint.
+    writer = SummaryWriter(run_dir, purge_step=start_iteration * batch_size + 1 if checkpoint else None)
+    if not checkpoint:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                        "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
 
     # Seeding: the same flags and seed give the same run on the CPU.
     random.seed(args.seed)
@@ -329,10 +441,38 @@ def train(args: Args) -> Agent:
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
-    envs = make_envs(args, run_name)
+    envs = make_envs(args, f"videos/{run_name}" if args.capture_video else None)
     agent = Agent(envs).to(device)
     # foreach=True updates all parameters with a few multi-tensor ops instead of a loop over them.
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
+    shuffle_rng = np.random.default_rng(args.seed)
+    if checkpoint:
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        torch.set_rng_state(checkpoint["torch_rng"])
+        shuffle_rng.bit_generator.state = checkpoint["shuffle_rng"]
+
+    def write_checkpoint(iteration):
+        save_checkpoint(checkpoint_path, {
+            "format": "ppo.py checkpoint v1", "args": asdict(args), "run_name": run_name,
+            "iteration": iteration, "global_step": iteration * batch_size,
+            "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle_rng.bit_generator.state,
+        })
+
+    if args.checkpoint_every and not checkpoint:
+        write_checkpoint(0)  # proves the directory is writable before any training
+
+    # Ctrl-C or SIGTERM: finish the current env step, checkpoint, then stop. A second one quits at once.
+    stop_signal = []
+
+    def request_stop(signum, frame):
+        if stop_signal:
+            os._exit(128 + signum)  # checkpoints are replaced atomically, so none is left half-written
+        stop_signal.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to quit at once)", flush=True)
+
+    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
     # Rollout storage, (num_steps, num_envs, ...). What the agent produces stays on the device;
     # what the env returns is kept in numpy and moved once per rollout.
@@ -347,102 +487,161 @@ def train(args: Args) -> Agent:
     # ignored and the reward is 0. It is no transition, so it gets no weight in the update.
     resets = np.zeros((args.num_steps, args.num_envs), dtype=bool)
 
-    global_step = 0
+    global_step = start_iteration * batch_size
     start_time = time.time()
-    next_obs, _ = envs.reset(seed=args.seed)
-    envs.action_space.seed(args.seed)
+    # A resumed run starts new episodes from new seeds.
+    next_obs, _ = envs.reset(seed=args.seed + start_iteration * args.num_envs)
+    envs.action_space.seed(args.seed + start_iteration)
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = np.zeros(args.num_envs, dtype=bool)
     episode_returns = []  # every finished episode, for the console's running mean
-    shuffle_rng = np.random.default_rng(args.seed)
 
-    for iteration in range(1, num_iterations + 1):
-        # Anneal the learning rate linearly to 0 over training (detail 4).
-        if args.anneal_lr:
-            frac = 1.0 - (iteration - 1.0) / num_iterations
-            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+    try:
+        for iteration in range(start_iteration + 1, num_iterations + 1):
+            # Anneal the learning rate linearly to 0 over training (detail 4).
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-        # ROLLOUT: play num_steps steps in every env with the current policy.
-        finished = []  # (global_step, return, length), written to TensorBoard after the rollout
-        for step in range(args.num_steps):
-            global_step += args.num_envs
-            obs[step] = next_obs
-            resets[step] = next_done
+            # ROLLOUT: play num_steps steps in every env with the current policy.
+            finished = []  # (global_step, return, length), written to TensorBoard after the rollout
+            for step in range(args.num_steps):
+                global_step += args.num_envs
+                obs[step] = next_obs
+                resets[step] = next_done
+                with torch.inference_mode():
+                    action, log_prob, _, value = agent.get_action_and_value(next_obs)
+                actions[step] = action
+                log_probs[step] = log_prob
+                values[step] = value
+
+                next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+                rewards[step] = reward
+                terminations[step] = terminated
+                truncations[step] = truncated
+                next_done = terminated | truncated
+                next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+                if "episode" in info:
+                    for i in np.flatnonzero(info["_episode"]):
+                        finished.append((global_step, info["episode"]["r"][i], info["episode"]["l"][i]))
+                if stop_signal:
+                    break
+            if stop_signal:  # drop the partial rollout: the checkpoint is the state before it
+                write_checkpoint(iteration - 1)
+                writer.close()
+                print(f"checkpoint saved at step {(iteration - 1) * batch_size:,}; resume with:\n"
+                      f"  python {sys.argv[0] if sys.argv[0].endswith('ppo.py') else 'ppo.py'} --resume {run_dir}",
+                      flush=True)
+                raise TrainingInterrupted(stop_signal[0])
+
+            for step_done, episode_return, episode_length in finished:
+                writer.add_scalar("charts/episodic_return", episode_return, step_done)
+                writer.add_scalar("charts/episodic_length", episode_length, step_done)
+                episode_returns.append(float(episode_return))
+
+            # ADVANTAGES, computed backwards from the value of the observation after the rollout.
             with torch.inference_mode():
-                action, log_prob, _, value = agent.get_action_and_value(next_obs)
-            actions[step] = action
-            log_probs[step] = log_prob
-            values[step] = value
+                next_value = agent.get_value(next_obs)
+            to_device = lambda a: torch.as_tensor(a, device=device)
+            rewards_t, terminations_t, truncations_t = to_device(rewards), to_device(terminations), to_device(truncations)
+            if args.adv_estimator == "gae":
+                advantages = compute_gae(rewards_t, values, next_value, terminations_t, truncations_t,
+                                         args.gamma, args.gae_lambda)
+                returns = advantages + values
+            else:
+                returns = compute_mc_returns(rewards_t, values, next_value, terminations_t, truncations_t, args.gamma)
+                advantages = returns - values
 
-            next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-            rewards[step] = reward
-            terminations[step] = terminated
-            truncations[step] = truncated
-            next_done = terminated | truncated
-            next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-            if "episode" in info:
-                for i in np.flatnonzero(info["_episode"]):
-                    finished.append((global_step, info["episode"]["r"][i], info["episode"]["l"][i]))
+            # Flatten (num_steps, num_envs) into one batch and keep only real transitions.
+            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_actions, b_log_probs, b_values = actions.reshape(-1), log_probs.reshape(-1), values.reshape(-1)
+            b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
+            b_valid = np.flatnonzero(~resets.reshape(-1))
 
-        for step_done, episode_return, episode_length in finished:
-            writer.add_scalar("charts/episodic_return", episode_return, step_done)
-            writer.add_scalar("charts/episodic_length", episode_length, step_done)
-            episode_returns.append(float(episode_return))
+            # UPDATE: update_epochs passes over the batch, each shuffled into num_minibatches.
+            epoch_stats = []
+            for epoch in range(args.update_epochs):
+                for mb_inds in np.array_split(shuffle_rng.permutation(b_valid), args.num_minibatches):
+                    mb = torch.as_tensor(mb_inds, device=device)
+                    loss, stats = ppo_loss(agent, b_obs[mb], b_actions[mb], b_log_probs[mb], b_values[mb],
+                                           b_advantages[mb], b_returns[mb], args)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    epoch_stats.append(torch.stack(list(stats.values())))
+                if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
+                    break
 
-        # ADVANTAGES, computed backwards from the value of the observation after the rollout.
-        with torch.inference_mode():
-            next_value = agent.get_value(next_obs)
-        to_device = lambda a: torch.as_tensor(a, device=device)
-        rewards_t, terminations_t, truncations_t = to_device(rewards), to_device(terminations), to_device(truncations)
-        if args.adv_estimator == "gae":
-            advantages = compute_gae(rewards_t, values, next_value, terminations_t, truncations_t,
-                                     args.gamma, args.gae_lambda)
-            returns = advantages + values
-        else:
-            returns = compute_mc_returns(rewards_t, values, next_value, terminations_t, truncations_t, args.gamma)
-            advantages = returns - values
+            # A non-finite loss or weight would poison every later update (and checkpoint): stop here.
+            all_stats = torch.stack(epoch_stats)  # (updates, len(stats))
+            for name, column in zip(stats.keys(), all_stats.T):
+                if not torch.isfinite(column).all():
+                    raise TrainingError(f"iteration {iteration}: {name} is not finite ({column.tolist()[-1]})")
+            for name, param in agent.named_parameters():
+                if not torch.isfinite(param).all():
+                    raise TrainingError(f"iteration {iteration}: parameter {name} is not finite")
 
-        # Flatten (num_steps, num_envs) into one batch and keep only real transitions.
-        b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
-        b_actions, b_log_probs, b_values = actions.reshape(-1), log_probs.reshape(-1), values.reshape(-1)
-        b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
-        b_valid = np.flatnonzero(~resets.reshape(-1))
+            # LOGGING, once per iteration: the last minibatch's losses (clipfrac averaged), as CleanRL.
+            logged = dict(zip(stats.keys(), all_stats[-1].tolist()))
+            logged["clipfrac"] = all_stats[:, list(stats).index("clipfrac")].mean().item()
+            y_pred, y_true = b_values[b_valid], b_returns[b_valid]
+            var_y = y_true.var().item()
+            explained_var = np.nan if var_y == 0 else 1 - (y_true - y_pred).var().item() / var_y
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            for key, value in logged.items():
+                writer.add_scalar(f"losses/{key}", value, global_step)
+            writer.add_scalar("losses/explained_variance", explained_var, global_step)
+            sps = int((global_step - start_iteration * batch_size) / (time.time() - start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            if iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
+                recent = f"{np.mean(episode_returns[-20:]):8.2f}" if episode_returns else "     n/a"
+                print(f"step {global_step:>9,}  mean return (last 20) {recent}  SPS {sps:,}", flush=True)
+            if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == num_iterations):
+                write_checkpoint(iteration)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        envs.close()
 
-        # UPDATE: update_epochs passes over the batch, each shuffled into num_minibatches.
-        epoch_stats = []
-        for epoch in range(args.update_epochs):
-            for mb_inds in np.array_split(shuffle_rng.permutation(b_valid), args.num_minibatches):
-                mb = torch.as_tensor(mb_inds, device=device)
-                loss, stats = ppo_loss(agent, b_obs[mb], b_actions[mb], b_log_probs[mb], b_values[mb],
-                                       b_advantages[mb], b_returns[mb], args)
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-                epoch_stats.append(torch.stack(list(stats.values())))
-            if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
-                break
-
-        # LOGGING, once per iteration: the last minibatch's losses (clipfrac averaged), as CleanRL.
-        last = dict(zip(stats.keys(), epoch_stats[-1].tolist()))
-        last["clipfrac"] = torch.stack(epoch_stats)[:, -1].mean().item()
-        y_pred, y_true = b_values[b_valid], b_returns[b_valid]
-        var_y = y_true.var().item()
-        explained_var = np.nan if var_y == 0 else 1 - (y_true - y_pred).var().item() / var_y
-        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-        for key, value in last.items():
-            writer.add_scalar(f"losses/{key}", value, global_step)
-        writer.add_scalar("losses/explained_variance", explained_var, global_step)
-        sps = int(global_step / (time.time() - start_time))
-        writer.add_scalar("charts/SPS", sps, global_step)
-        if iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
-            recent = f"{np.mean(episode_returns[-20:]):8.2f}" if episode_returns else "     n/a"
-            print(f"step {global_step:>9,}  mean return (last 20) {recent}  SPS {sps:,}", flush=True)
-
-    envs.close()
+    if args.save_model:
+        model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
+        torch.save(agent.state_dict(), model_path)
+        print(f"model saved to {model_path}")
+    if args.eval_episodes:
+        eval_returns = evaluate(agent, args, args.eval_episodes, device,
+                                f"videos/{run_name}/eval" if args.capture_video else None)
+        log_evaluation(writer, eval_returns)
     writer.close()
     if args.track:
         wandb.finish()
+    return agent
+
+
+def log_evaluation(writer: SummaryWriter, eval_returns: np.ndarray) -> None:
+    for episode, episode_return in enumerate(eval_returns):
+        writer.add_scalar("eval/episodic_return", episode_return, episode)
+    print(f"eval: mean return {eval_returns.mean():.2f} ± {eval_returns.std():.2f} "
+          f"over {len(eval_returns)} episodes (greedy policy)")
+
+
+def evaluate_saved_model(args: Args) -> Agent:
+    """--eval-only: load a saved model, evaluate it, log to a new run directory."""
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    probe_envs = make_envs(replace(args, num_envs=1))
+    agent = Agent(probe_envs).to(device)
+    probe_envs.close()
+    try:
+        agent.load_state_dict(torch.load(args.model_path, map_location=device, weights_only=True))
+    except Exception as e:  # missing, truncated, foreign, for another env, or pickled code
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot load model {args.model_path} for {args.env_id}: {reason[:200]}") from None
+    run_name = new_run_dir(replace(args, exp_name=f"{args.exp_name}-eval"))
+    writer = SummaryWriter(f"runs/{run_name}")
+    eval_returns = evaluate(agent, args, args.eval_episodes, device,
+                            f"videos/{run_name}" if args.capture_video else None)
+    log_evaluation(writer, eval_returns)
+    writer.close()
     return agent
 
 
@@ -450,6 +649,8 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     try:
         train(args)
-    except ConfigError as e:
+    except (ConfigError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(2 if isinstance(e, ConfigError) else 1)
+    except TrainingInterrupted as e:
+        sys.exit(e.exit_code)
