@@ -39,10 +39,10 @@ def main():
     cli = parser.parse_args()
     torch.set_num_threads(1)
     args = ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps, num_minibatches=cli.num_minibatches)
-    envs = ppo.make_envs(args, run_name="profile")
+    envs = ppo.make_envs(args)
     obs_np, _ = envs.reset(seed=1)
     agent = ppo.Agent(envs)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
     obs = torch.as_tensor(obs_np)
     actions_np = envs.action_space.sample()
 
