@@ -12,6 +12,7 @@ Details: Huang et al., "The 37 Implementation Details of Proximal Policy Optimiz
 
 import difflib
 import importlib.util
+import math
 import os
 import random
 import signal
@@ -63,14 +64,16 @@ class Args:
     # Algorithm specific arguments
     env_id: str = "CartPole-v1"
     """the id of the environment (`module:Env-v0` imports `module` first to register it)"""
-    total_timesteps: int = 500000
-    """total timesteps of the experiments"""
-    learning_rate: float = 2.5e-4
-    """the learning rate of the optimizer"""
-    num_envs: int = 4
-    """the number of parallel game environments"""
-    num_steps: int = 128
-    """the number of steps to run in each environment per policy rollout"""
+    # A flag marked "default: a / b" that you do not give takes a for Discrete actions, b for Box
+    # (continuous) actions: CleanRL's ppo.py and ppo_continuous_action.py defaults.
+    total_timesteps: int | None = None
+    """total timesteps of the experiments (default: 500000 / 1000000)"""
+    learning_rate: float | None = None
+    """the learning rate of the optimizer (default: 2.5e-4 / 3e-4)"""
+    num_envs: int | None = None
+    """the number of parallel game environments (default: 4 / 1)"""
+    num_steps: int | None = None
+    """the number of steps to run in each environment per policy rollout (default: 128 / 2048)"""
     anneal_lr: bool = True
     """Toggle learning rate annealing for policy and value networks"""
     gamma: float = 0.99
@@ -79,18 +82,18 @@ class Args:
     """the lambda for the general advantage estimation"""
     adv_estimator: Literal["gae", "mc"] = "gae"
     """the advantage estimator: `gae` (lambda-weighted TD errors) or `mc` (Monte-Carlo returns minus values)"""
-    num_minibatches: int = 4
-    """the number of mini-batches"""
-    update_epochs: int = 4
-    """the K epochs to update the policy"""
+    num_minibatches: int | None = None
+    """the number of mini-batches (default: 4 / 32)"""
+    update_epochs: int | None = None
+    """the K epochs to update the policy (default: 4 / 10)"""
     norm_adv: bool = True
     """Toggles advantages normalization"""
     clip_coef: float = 0.2
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
     """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
-    ent_coef: float = 0.01
-    """coefficient of the entropy"""
+    ent_coef: float | None = None
+    """coefficient of the entropy (default: 0.01 / 0.0)"""
     vf_coef: float = 0.5
     """coefficient of the value function"""
     max_grad_norm: float = 0.5
@@ -98,13 +101,35 @@ class Args:
     target_kl: float | None = None
     """the target KL divergence threshold (stop the update epochs early when exceeded)"""
 
+    # Continuous (Box) actions only
+    norm_obs: bool = True
+    """normalise observations by their running mean and std, then clip them to [-10, 10]"""
+    norm_reward: bool = True
+    """scale rewards by the running std of the discounted return, then clip them to [-10, 10]"""
+    clip_action: bool = True
+    """clip actions to the action space's bounds when sending them to the env (stored unclipped)"""
+
+
+# CleanRL's defaults for the flags above marked "default: a / b".
+DEFAULTS = {
+    "discrete": dict(total_timesteps=500_000, learning_rate=2.5e-4, num_envs=4, num_steps=128,
+                     num_minibatches=4, update_epochs=4, ent_coef=0.01),
+    "continuous": dict(total_timesteps=1_000_000, learning_rate=3e-4, num_envs=1, num_steps=2048,
+                       num_minibatches=32, update_epochs=10, ent_coef=0.0),
+}
+
 
 class ConfigError(ValueError):
     """Bad flags or environment: reported as one line, exit code 2, before anything is written."""
 
 
-def check_args(args: Args) -> gym.Env:
-    """Reject bad input before any directory is made; returns a probe env for its spaces."""
+def check_args(args: Args) -> Args:
+    """Reject bad input before any directory is made; returns args with the defaults filled in."""
+    env = probe_env(args.env_id)
+    kind = "continuous" if isinstance(env.action_space, gym.spaces.Box) else "discrete"
+    env.close()
+    args = replace(args, **{k: v for k, v in DEFAULTS[kind].items() if getattr(args, k) is None})
+
     positive = ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches",
                 "update_epochs", "clip_coef", "max_grad_norm"]
     for name in positive:
@@ -131,6 +156,9 @@ def check_args(args: Args) -> gym.Env:
     if args.eval_only and args.resume:
         raise ConfigError("--eval-only and --resume exclude each other")
     batch_size = args.num_envs * args.num_steps
+    if batch_size < 2 * args.num_minibatches:  # advantage normalisation needs a std
+        raise ConfigError(f"num_envs * num_steps = {batch_size} gives minibatches of fewer than 2 samples "
+                          f"with --num-minibatches {args.num_minibatches}")
     if batch_size % args.num_minibatches != 0:
         raise ConfigError(f"num_envs * num_steps = {batch_size} is not divisible by "
                           f"--num-minibatches {args.num_minibatches}")
@@ -141,25 +169,36 @@ def check_args(args: Args) -> gym.Env:
         if getattr(args, flag) and importlib.util.find_spec(module) is None:
             raise ConfigError(f"--{flag.replace('_', '-')} needs the '{package}' package: pip install {package}")
 
+    return args
+
+
+def probe_env(env_id: str) -> gym.Env:
+    """One env, made to check the id and its spaces; the caller closes it."""
     try:
-        env = gym.make(args.env_id)
+        env = gym.make(env_id)
+    except gym.error.DependencyNotInstalled as e:
+        extra = " (pip install -r requirements-mujoco.txt)" if "mujoco" in str(e).lower() else ""
+        raise ConfigError(f"{env_id} needs a package that is not installed{extra}: "
+                          f"{str(e).splitlines()[0]}") from None
     except gym.error.Error as e:
-        name = args.env_id.split(":")[-1]
+        name = env_id.split(":")[-1]
         close = difflib.get_close_matches(name, list(gym.registry.keys()), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown env id '{args.env_id}' ({type(e).__name__}){hint}") from None
+        raise ConfigError(f"unknown env id '{env_id}' ({type(e).__name__}){hint}") from None
     except ModuleNotFoundError as e:  # the `module` of a `module:Env-v0` id
         reason = str(e).split(". ")[0]
-        raise ConfigError(f"env id '{args.env_id}': cannot import module '{args.env_id.split(':')[0]}' "
+        raise ConfigError(f"env id '{env_id}': cannot import module '{env_id.split(':')[0]}' "
                           f"({reason})") from None
-    if not isinstance(env.action_space, gym.spaces.Discrete):
+    problem = None
+    if not isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        problem = (f"{env_id} has action space {env.action_space}; "
+                   "this script supports Discrete and Box action spaces")
+    elif not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
+        problem = (f"{env_id} has observation space {env.observation_space}; "
+                   "the MLP agent needs a flat Box (a vector)")
+    if problem:
         env.close()
-        raise ConfigError(f"{args.env_id} has action space {env.action_space}; "
-                          "this script supports Discrete action spaces")
-    if not isinstance(env.observation_space, gym.spaces.Box):
-        env.close()
-        raise ConfigError(f"{args.env_id} has observation space {env.observation_space}; "
-                          "the MLP agent needs a Box observation space")
+        raise ConfigError(problem)
     return env
 
 
@@ -178,7 +217,28 @@ def make_envs(args: Args, video_folder: str | None = None) -> gym.vector.VectorE
         spec = gym.spec(args.env_id.split(":")[-1])
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
         envs = gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode=mode)
-    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # first: it records the env's own rewards
+    if isinstance(envs.single_action_space, gym.spaces.Box):
+        # Continuous-control details 17-19 (Huang et al.), with gymnasium's wrappers.
+        if args.clip_action:
+            envs = gym.wrappers.vector.ClipAction(envs)
+        if args.norm_obs:
+            envs = gym.wrappers.vector.NormalizeObservation(envs)
+            envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10),
+                                                           envs.observation_space)
+        if args.norm_reward:
+            envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+            envs = gym.wrappers.vector.ClipReward(envs, -10, 10)
+    return envs
+
+
+def find_wrapper(envs: gym.vector.VectorEnv, wrapper_type: type):
+    """The wrapper of that type in the envs' stack of wrappers, or None."""
+    while isinstance(envs, gym.vector.VectorWrapper):
+        if isinstance(envs, wrapper_type):
+            return envs
+        envs = envs.env
+    return None
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
@@ -191,28 +251,35 @@ def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.
 class Agent(nn.Module):
     def __init__(self, envs: gym.vector.VectorEnv):
         super().__init__()
-        obs_dim = int(np.prod(envs.single_observation_space.shape))
-        n_actions = int(envs.single_action_space.n)
+        obs_shape = envs.single_observation_space.shape
+        action_space = envs.single_action_space
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        # Discrete: one logit per action. Box: the mean of each action dimension.
+        n_outputs = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
         # Separate actor and critic: for small control tasks sharing a trunk makes the
         # value loss fight the policy loss for the same features.
         self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(obs_shape[0], 64)), nn.Tanh(),
             layer_init(nn.Linear(64, 64)), nn.Tanh(),
             layer_init(nn.Linear(64, 1), std=1.0),
         )
-        # A small last layer (std 0.01) makes the first policy nearly uniform.
+        # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
         self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_dim, 64)), nn.Tanh(),
+            layer_init(nn.Linear(obs_shape[0], 64)), nn.Tanh(),
             layer_init(nn.Linear(64, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, n_actions), std=0.01),
+            layer_init(nn.Linear(64, n_outputs), std=0.01),
         )
+        if self.continuous:
+            # The log standard deviation of the Gaussian policy: learned, but not a function of
+            # the state, and initialised at 0 (std 1).
+            self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))
+        # Observation normalisation statistics (continuous actions, --norm-obs): the env wrapper
+        # updates them in training; they live here so that a saved agent carries them.
+        self.register_buffer("obs_mean", torch.zeros(obs_shape))
+        self.register_buffer("obs_var", torch.ones(obs_shape))
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x).squeeze(-1)  # (batch,)
-
-    def get_greedy_action(self, x: torch.Tensor) -> torch.Tensor:
-        """The most probable action: for evaluation, where exploration only adds noise."""
-        return self.actor(x).argmax(-1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
         """Sample an action (or score a given one). Returns (action, log_prob, entropy, value).
@@ -220,6 +287,15 @@ class Agent(nn.Module):
         The log-prob of the sampled action is kept in the rollout: the update compares
         it with the new policy's log-prob, ratio = exp(new - old).
         """
+        if self.continuous:
+            # Diagonal Gaussian, dimensions independent: log-probs and entropies add up.
+            mean = self.actor(x)  # (batch, action_dim)
+            log_std = self.actor_logstd.expand_as(mean)
+            if action is None:
+                action = mean + log_std.exp() * torch.randn_like(mean)  # unclipped (detail 17)
+            log_prob = (-0.5 * ((action - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
+            return action, log_prob, entropy, self.get_value(x)
         log_probs = F.log_softmax(self.actor(x), dim=-1)  # (batch, n_actions), normalised
         if action is None:
             # Gumbel-max trick: argmax(log p + Gumbel noise) is a sample from p. Same
@@ -229,6 +305,10 @@ class Agent(nn.Module):
         log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
         return action, log_prob, entropy, self.get_value(x)
+
+    def get_greedy_action(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable action (the mean, for Box): for evaluation, where exploring only adds noise."""
+        return self.actor(x) if self.continuous else self.actor(x).argmax(-1)
 
 
 def compute_gae(rewards, values, next_value, terminations, truncations, gamma, gae_lambda):
@@ -261,13 +341,16 @@ def compute_gae(rewards, values, next_value, terminations, truncations, gamma, g
 def compute_mc_returns(rewards, values, next_value, terminations, truncations, gamma):
     """Monte-Carlo (discounted) returns, run backwards in time; shapes as in compute_gae.
 
-        G_t = r_t + gamma * ((1 - done_t) * G_{t+1} + truncated_t * V_{t+1})
+        G_t = r_t + gamma * ((1 - done_t) * G_{t+1} + (1 - terminated_t) * truncated_t * V_{t+1})
 
     The rollout may cut an episode: the return after the last step is bootstrapped
     with next_value, and a truncated episode with the value of its final observation.
+    A step can be both terminated and truncated (the pole falls on the time limit's step):
+    the termination wins, there is no future.
     """
     terminations, truncations = terminations.float(), truncations.float()
     dones = torch.maximum(terminations, truncations)
+    truncations = truncations * (1.0 - terminations)
     next_values = torch.cat([values[1:], next_value.unsqueeze(0)])
     returns = torch.zeros_like(rewards)
     next_return = next_value
@@ -373,9 +456,45 @@ def resumed_args(args: Args, saved: dict) -> Args:
     return replace(Args(**saved), **given, resume=args.resume)
 
 
+NORMALIZERS = {"obs": (gym.wrappers.vector.NormalizeObservation, "obs_rms"),
+               "return": (gym.wrappers.vector.NormalizeReward, "return_rms")}
+
+
+def get_env_stats(envs: gym.vector.VectorEnv) -> dict:
+    """The running statistics of the normalisation wrappers (continuous actions), for checkpoints."""
+    stats = {}
+    for name, (wrapper_type, attr) in NORMALIZERS.items():
+        wrapper = find_wrapper(envs, wrapper_type)
+        if wrapper is not None:
+            rms = getattr(wrapper, attr)
+            stats[name] = {"mean": torch.as_tensor(rms.mean), "var": torch.as_tensor(rms.var), "count": float(rms.count)}
+    return stats
+
+
+def set_env_stats(envs: gym.vector.VectorEnv, stats: dict) -> None:
+    for name, (wrapper_type, attr) in NORMALIZERS.items():
+        wrapper = find_wrapper(envs, wrapper_type)
+        if wrapper is not None and name in stats:
+            rms = getattr(wrapper, attr)
+            rms.mean, rms.var, rms.count = stats[name]["mean"].numpy(), stats[name]["var"].numpy(), stats[name]["count"]
+
+
+def store_obs_stats(agent: Agent, envs: gym.vector.VectorEnv) -> None:
+    """Copy the observation-normalisation statistics into the agent, which is saved with them."""
+    normalizer = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
+    if normalizer is not None:
+        agent.obs_mean.copy_(torch.as_tensor(normalizer.obs_rms.mean))
+        agent.obs_var.copy_(torch.as_tensor(normalizer.obs_rms.var))
+
+
 def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str | None) -> np.ndarray:
     """Returns of `episodes` episodes played with the greedy policy, on a fresh env."""
     envs = make_envs(replace(args, num_envs=1), video_folder)
+    normalizer = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
+    if normalizer is not None:  # the agent's own statistics, frozen
+        normalizer.update_running_mean = False
+        normalizer.obs_rms.mean = agent.obs_mean.cpu().double().numpy()
+        normalizer.obs_rms.var = agent.obs_var.cpu().double().numpy()
     obs, _ = envs.reset(seed=args.seed + 100_000)  # not the seeds training started from
     returns = []
     while len(returns) < episodes:
@@ -409,8 +528,7 @@ def train(args: Args) -> Agent:
     checkpoint = load_checkpoint(args.resume) if args.resume else None
     if checkpoint is not None:
         args = resumed_args(args, checkpoint["args"])
-    probe_env = check_args(args)
-    probe_env.close()
+    args = check_args(args)
     if args.eval_only:
         return evaluate_saved_model(args)
     batch_size = args.num_envs * args.num_steps
@@ -448,16 +566,19 @@ def train(args: Args) -> Agent:
     shuffle_rng = np.random.default_rng(args.seed)
     if checkpoint:
         agent.load_state_dict(checkpoint["agent"])
+        set_env_stats(envs, checkpoint["env_stats"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         torch.set_rng_state(checkpoint["torch_rng"])
         shuffle_rng.bit_generator.state = checkpoint["shuffle_rng"]
 
     def write_checkpoint(iteration):
+        store_obs_stats(agent, envs)
         save_checkpoint(checkpoint_path, {
             "format": "ppo.py checkpoint v1", "args": asdict(args), "run_name": run_name,
             "iteration": iteration, "global_step": iteration * batch_size,
             "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle_rng.bit_generator.state,
+            "env_stats": get_env_stats(envs),
         })
 
     if args.checkpoint_every and not checkpoint:
@@ -477,7 +598,9 @@ def train(args: Args) -> Agent:
     # Rollout storage, (num_steps, num_envs, ...). What the agent produces stays on the device;
     # what the env returns is kept in numpy and moved once per rollout.
     obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, device=device)
-    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    action_shape = envs.single_action_space.shape  # () for Discrete
+    actions = torch.zeros((args.num_steps, args.num_envs) + action_shape, device=device,
+                          dtype=torch.float32 if agent.continuous else torch.long)
     log_probs = torch.zeros((args.num_steps, args.num_envs), device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
@@ -498,7 +621,7 @@ def train(args: Args) -> Agent:
 
     try:
         for iteration in range(start_iteration + 1, num_iterations + 1):
-            # Anneal the learning rate linearly to 0 over training (detail 4).
+            # Anneal the learning rate linearly toward 0 over training (detail 4).
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / num_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
@@ -554,7 +677,8 @@ def train(args: Args) -> Agent:
 
             # Flatten (num_steps, num_envs) into one batch and keep only real transitions.
             b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
-            b_actions, b_log_probs, b_values = actions.reshape(-1), log_probs.reshape(-1), values.reshape(-1)
+            b_actions = actions.reshape((-1,) + action_shape)
+            b_log_probs, b_values = log_probs.reshape(-1), values.reshape(-1)
             b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
             b_valid = np.flatnonzero(~resets.reshape(-1))
 
@@ -604,6 +728,7 @@ def train(args: Args) -> Agent:
             signal.signal(s, handler)
         envs.close()
 
+    store_obs_stats(agent, envs)  # the agent leaves with the statistics it was trained on
     if args.save_model:
         model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
         torch.save(agent.state_dict(), model_path)

@@ -37,13 +37,14 @@ def test_mc_returns_hand_computed():
 
 
 def random_rollout(seed, num_steps=40, num_envs=5):
+    """Episodes end at random; some by termination, some by truncation, some by both at once."""
     g = torch.Generator().manual_seed(seed)
     rewards = torch.randn(num_steps, num_envs, generator=g)
     values = torch.randn(num_steps, num_envs, generator=g)
     next_value = torch.randn(num_envs, generator=g)
-    ends = torch.rand(num_steps, num_envs, generator=g) < 0.15
-    truncated = torch.rand(num_steps, num_envs, generator=g) < 0.5
-    return rewards, values, next_value, ends & ~truncated, ends & truncated
+    ends = torch.rand(num_steps, num_envs, generator=g) < 0.2
+    kind = torch.randint(0, 3, (num_steps, num_envs), generator=g)  # 0: terminated, 1: truncated, 2: both
+    return rewards, values, next_value, ends & (kind != 1), ends & (kind != 0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -61,6 +62,16 @@ def test_gae_lambda_zero_is_td_error(seed):
     next_values = torch.cat([values[1:], next_value[None]])
     td_error = rewards + 0.97 * (~terminations) * next_values - values
     torch.testing.assert_close(advantages, td_error)
+
+
+def test_terminated_and_truncated_at_once_is_a_termination():
+    rewards, values, next_value, terminations, truncations = three_steps(None)
+    both = terminations | truncations  # both envs now end at step 1 by both flags at once
+    advantages = compute_gae(rewards, values, next_value, both, both, gamma=0.9, gae_lambda=0.8)
+    returns = compute_mc_returns(rewards, values, next_value, both, both, gamma=0.9)
+    # as env 0 of the hand-computed examples: no bootstrap after step 1
+    torch.testing.assert_close(advantages, torch.tensor([[1.292, 1.292], [0.6, 0.6], [0.88, 0.88]]))
+    torch.testing.assert_close(returns, torch.tensor([[1.9, 1.9], [1.0, 1.0], [1.18, 1.18]]))
 
 
 def test_monte_carlo_is_discounted_sum_without_done():

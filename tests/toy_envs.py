@@ -38,6 +38,43 @@ class DictObsEnv(CounterEnv):
         self.observation_space = gym.spaces.Dict({"t": gym.spaces.Box(0, np.inf, (1,), np.float32)})
 
 
+class ImageObsEnv(CounterEnv):
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+
+
 gym.register("Counter-v0", entry_point=CounterEnv)
 gym.register("MultiBinary-v0", entry_point=MultiBinaryEnv)
 gym.register("DictObs-v0", entry_point=DictObsEnv)
+gym.register("ImageObs-v0", entry_point=ImageObsEnv)
+
+
+class BoxActionEnv(gym.Env):
+    """Continuous actions in the narrow box [-0.5, 0.5]^2; observations around 100.
+
+    Every action the env receives is appended to `received_actions`, so a test can compare
+    them with the actions the trainer stored. Episodes last 8 steps (truncated by the clock).
+    """
+
+    received_actions = []
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+        self.action_space = gym.spaces.Box(-0.5, 0.5, (2,), np.float32)
+
+    def _obs(self):
+        return (100.0 + 5.0 * self.np_random.standard_normal(3)).astype(np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        BoxActionEnv.received_actions.append(np.array(action, dtype=np.float32))
+        self.t += 1
+        return self._obs(), -float(np.sum(np.square(action))), False, self.t >= 8, {}
+
+
+gym.register("BoxAction-v0", entry_point=BoxActionEnv)

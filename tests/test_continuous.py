@@ -1,0 +1,168 @@
+"""Continuous (Box) actions: the Gaussian head, action clipping, normalisation, defaults."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import ppo
+import toy_envs
+from conftest import read_scalars
+from test_train import CLEANRL_TAGS
+
+TINY = dict(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=2, total_timesteps=64)
+
+
+def box_agent():
+    torch.manual_seed(0)
+    envs = gym.make_vec("toy_envs:BoxAction-v0", num_envs=1, vectorization_mode="sync")
+    return ppo.Agent(envs)
+
+
+def test_gaussian_head_against_hand_computed_values():
+    agent = box_agent()
+    with torch.no_grad():  # mean = bias, whatever the observation
+        agent.actor[-1].weight.zero_()
+        agent.actor[-1].bias.copy_(torch.tensor([0.0, 1.0]))
+        agent.actor_logstd.copy_(torch.tensor([[0.0, math.log(2.0)]]))
+    obs = torch.zeros(1, 3)
+    action = torch.tensor([[1.0, 1.0]])
+    _, log_prob, entropy, _ = agent.get_action_and_value(obs, action)
+    # dim 0: N(0, 1) at 1: -1/2 - ln(2 pi)/2; dim 1: N(1, 2) at 1: -ln 2 - ln(2 pi)/2
+    expected = -0.5 - 0.5 * math.log(2 * math.pi) - math.log(2.0) - 0.5 * math.log(2 * math.pi)
+    assert log_prob.item() == pytest.approx(expected, rel=1e-6)
+    # entropy of N(mu, s): 1/2 + ln(2 pi)/2 + ln s, summed over both dimensions
+    assert entropy.item() == pytest.approx(1.0 + math.log(2 * math.pi) + math.log(2.0), rel=1e-6)
+
+
+def test_gaussian_head_matches_torch_distributions():
+    agent = box_agent()
+    with torch.no_grad():
+        agent.actor_logstd.copy_(torch.tensor([[-0.3, 0.4]]))
+    obs = torch.randn(64, 3)
+    actions = torch.randn(64, 2) * 2
+    _, log_prob, entropy, value = agent.get_action_and_value(obs, actions)
+    dist = torch.distributions.Normal(agent.actor(obs), agent.actor_logstd.exp().expand(64, 2))
+    torch.testing.assert_close(log_prob, dist.log_prob(actions).sum(-1))
+    torch.testing.assert_close(entropy, dist.entropy().sum(-1))
+    assert log_prob.shape == entropy.shape == value.shape == (64,)
+    # Samples follow the same Gaussian: mean and std per dimension, 4 standard errors.
+    sampled, _, _, _ = agent.get_action_and_value(torch.zeros(20_000, 3))
+    mean = agent.actor(torch.zeros(1, 3))[0]
+    torch.testing.assert_close(sampled.mean(0), mean, atol=4 * 1.5 / math.sqrt(20_000), rtol=0)
+    torch.testing.assert_close(sampled.std(0), agent.actor_logstd.exp()[0], atol=0.03, rtol=0)
+    torch.testing.assert_close(agent.get_greedy_action(torch.zeros(1, 3))[0], mean)
+
+
+def test_actions_are_stored_unclipped_and_sent_clipped(in_tmp, monkeypatch):
+    stored = []
+    real_loss = ppo.ppo_loss
+
+    def recording_loss(agent, obs, actions, *rest):
+        stored.append(actions.clone())
+        return real_loss(agent, obs, actions, *rest)
+
+    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
+    toy_envs.BoxActionEnv.received_actions.clear()
+    ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", **TINY))
+    stored_actions = torch.cat(stored)
+    received = np.array(toy_envs.BoxActionEnv.received_actions)
+    assert stored_actions.abs().max() > 0.5  # std 1 at the start: most samples fall outside [-0.5, 0.5]
+    assert np.abs(received).max() <= 0.5
+    assert (np.abs(received) == 0.5).mean() > 0.3  # ... and were clipped to the bounds
+    # with --no-clip-action the env receives the raw samples
+    toy_envs.BoxActionEnv.received_actions.clear()
+    ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", clip_action=False, **TINY))
+    assert np.abs(np.array(toy_envs.BoxActionEnv.received_actions)).max() > 0.5
+
+
+def test_observations_are_normalised_in_training_and_frozen_in_evaluation(in_tmp, monkeypatch):
+    seen = []
+    real_loss = ppo.ppo_loss
+
+    def recording_loss(agent, obs, *rest):
+        seen.append(obs.clone())
+        return real_loss(agent, obs, *rest)
+
+    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
+    agent = ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", **dict(TINY, total_timesteps=256)))
+    seen = torch.cat(seen)
+    assert seen.abs().max() <= 10 and abs(seen.mean()) < 1  # raw observations are around 100
+    # The agent carries the statistics it was trained with (mean ~100, std ~5).
+    torch.testing.assert_close(agent.obs_mean, torch.full((3,), 100.0), atol=1.5, rtol=0)
+    assert torch.all((agent.obs_var.sqrt() > 3) & (agent.obs_var.sqrt() < 7))
+
+    # Evaluation normalises with the agent's statistics and never updates them.
+    with torch.no_grad():
+        agent.obs_mean.fill_(90.0)
+        agent.obs_var.fill_(4.0)
+    inputs = []
+    real_greedy = agent.get_greedy_action
+    monkeypatch.setattr(agent, "get_greedy_action", lambda x: inputs.append(x.clone()) or real_greedy(x))
+    args = ppo.check_args(ppo.Args(env_id="toy_envs:BoxAction-v0"))
+    ppo.evaluate(agent, args, episodes=3, device="cpu", video_folder=None)
+    inputs = torch.cat(inputs)
+    # (100 +- 5 - 90) / 2 is about 5 +- 2.5, clipped at 10: the statistics did not move toward 100
+    assert 3.5 < inputs.mean() < 6.5
+    assert torch.equal(agent.obs_mean, torch.full((3,), 90.0))
+
+
+def test_saved_model_and_checkpoint_carry_the_normalisation(in_tmp):
+    ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", save_model=True, **TINY))
+    run_dir = next((in_tmp / "runs").iterdir())
+    model = torch.load(run_dir / "ppo.cleanrl_model", weights_only=True)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert {"obs_mean", "obs_var", "actor_logstd"} <= set(model)
+    torch.testing.assert_close(model["obs_mean"], checkpoint["env_stats"]["obs"]["mean"].float())
+    assert set(checkpoint["env_stats"]) == {"obs", "return"}
+    assert checkpoint["env_stats"]["return"]["count"] > 1
+
+
+def test_defaults_follow_the_action_space():
+    continuous = ppo.check_args(ppo.Args(env_id="Pendulum-v1"))
+    assert (continuous.num_envs, continuous.num_steps, continuous.num_minibatches, continuous.update_epochs,
+            continuous.learning_rate, continuous.ent_coef, continuous.total_timesteps) == (
+        1, 2048, 32, 10, 3e-4, 0.0, 1_000_000)
+    discrete = ppo.check_args(ppo.Args(env_id="CartPole-v1"))
+    assert (discrete.num_envs, discrete.num_steps, discrete.num_minibatches, discrete.update_epochs,
+            discrete.learning_rate, discrete.ent_coef, discrete.total_timesteps) == (
+        4, 128, 4, 4, 2.5e-4, 0.01, 500_000)
+    given = ppo.check_args(ppo.Args(env_id="Pendulum-v1", num_steps=64, ent_coef=0.01))
+    assert (given.num_steps, given.ent_coef, given.num_envs) == (64, 0.01, 1)
+
+
+def test_tiny_pendulum_run_logs_cleanrl_tags_and_the_values_used(in_tmp):
+    ppo.train(ppo.Args(env_id="Pendulum-v1", num_steps=256, num_minibatches=4, total_timesteps=512))
+    run_dir = next((in_tmp / "runs").iterdir())
+    scalars = read_scalars(run_dir)
+    for tag in CLEANRL_TAGS:
+        assert scalars[tag], tag
+    assert [v for _, v in scalars["charts/episodic_length"]] == [200.0, 200.0]  # truncated by the clock
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    table = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "|num_envs|1|" in table and "|update_epochs|10|" in table and "|num_steps|256|" in table
+
+
+def test_tiny_halfcheetah_run(in_tmp):
+    pytest.importorskip("mujoco", reason="MuJoCo is not installed: pip install -r requirements-mujoco.txt")
+    ppo.train(ppo.Args(env_id="HalfCheetah-v5", num_steps=512, num_minibatches=4, update_epochs=1,
+                       total_timesteps=1024))
+    scalars = read_scalars(next((in_tmp / "runs").iterdir()))
+    for tag in CLEANRL_TAGS:
+        assert scalars[tag], tag
+    assert [v for _, v in scalars["charts/episodic_length"]] == [1000.0]
+
+
+def test_missing_mujoco_is_one_line(in_tmp, monkeypatch):
+    def make(env_id, **kwargs):
+        raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
+
+    monkeypatch.setattr(ppo.gym, "make", make)
+    with pytest.raises(ppo.ConfigError, match=r"HalfCheetah-v5 needs a package .*requirements-mujoco.txt"):
+        ppo.train(ppo.Args(env_id="HalfCheetah-v5"))
+    assert list(in_tmp.iterdir()) == []
