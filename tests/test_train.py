@@ -166,3 +166,16 @@ def test_agent_learns_cartpole(in_tmp):
     returns = [value for _, value in read_scalars(only_run_dir(in_tmp))["charts/episodic_return"]]
     assert np.mean(returns[:20]) < 50  # it started near random play ...
     assert np.mean(returns[-20:]) > 100  # ... and learned (seeds 1-3 here: 172, 156, 313)
+
+
+@pytest.mark.slow
+def test_track_with_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is not installed: pip install wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    result = run_cli("--track", "--num-envs", "2", "--num-steps", "64", "--total-timesteps", "256", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_name = only_run_dir(tmp_path).name
+    offline_runs = list((tmp_path / "wandb").glob(f"offline-run-*-{run_name}"))
+    assert len(offline_runs) == 1  # wandb's run id is ppo.py's run name
+    assert (offline_runs[0] / f"run-{run_name}.wandb").stat().st_size > 0
+    assert (offline_runs[0] / "files" / "runs" / run_name).exists()  # the synced TensorBoard logs
