@@ -240,3 +240,16 @@ def test_capture_video_writes_videos(in_tmp):
     assert list((in_tmp / "videos" / run_name).glob("*.mp4"))
     assert list((in_tmp / "videos" / run_name / "eval").glob("*.mp4"))
     assert all(p.stat().st_size > 1000 for p in (in_tmp / "videos").rglob("*.mp4"))
+
+
+@pytest.mark.slow
+def test_second_ctrl_c_quits_at_once_without_breaking_the_checkpoint(tmp_path):
+    proc = start(["--total-timesteps", "100000", "--checkpoint-every", "1"], tmp_path)
+    run_dir = next_run_dir(tmp_path)
+    wait_for_checkpoint_iteration(run_dir, 3)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["iteration"] >= 3
