@@ -534,8 +534,12 @@ def train(args: Args) -> Agent:
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
 
-    run_name = checkpoint["run_name"] if checkpoint else new_run_dir(args)
-    run_dir = f"runs/{run_name}"
+    if checkpoint:  # the same run, in the directory its checkpoint lies in
+        run_name = checkpoint["run_name"]
+        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
+    else:
+        run_name = new_run_dir(args)
+        run_dir = f"runs/{run_name}"
     checkpoint_path = f"{run_dir}/checkpoint.pt"
     if args.track:
         import wandb

@@ -204,8 +204,9 @@ def test_disk_full_mid_run_keeps_the_last_good_checkpoint(in_tmp, monkeypatch):
 
 @pytest.mark.slow
 def test_evaluation_of_a_trained_model_matches_its_training(in_tmp):
-    fast = dict(num_envs=8, num_steps=32, gamma=0.98, gae_lambda=0.8, update_epochs=20, num_minibatches=1,
-                learning_rate=1e-3, ent_coef=0.0, total_timesteps=30_000, seed=1)
+    # README's fast configuration: it solves CartPole in about 100k steps
+    fast = dict(num_envs=32, num_steps=16, num_minibatches=2, update_epochs=10, learning_rate=2e-3, gamma=0.98,
+                gae_lambda=0.8, ent_coef=0.0, total_timesteps=100_000, seed=1)
     ppo.train(ppo.Args(**fast, save_model=True, eval_episodes=10))
     run_dir = next_run_dir(in_tmp)
     scalars = read_scalars(run_dir)
@@ -213,7 +214,8 @@ def test_evaluation_of_a_trained_model_matches_its_training(in_tmp):
     evaluation = [value for _, value in scalars["eval/episodic_return"]]
     assert len(evaluation) == 10
     # The greedy policy does at least as well as the exploring one it came from, give or take noise.
-    assert np.mean(evaluation) >= 0.8 * training > 80
+    assert training > 400
+    assert np.mean(evaluation) >= 0.9 * training
 
     # --eval-only from the saved model gives the same returns (same seed, same greedy policy).
     ppo.train(ppo.Args(env_id="CartPole-v1", eval_only=True, model_path=str(run_dir / "ppo.cleanrl_model"),
