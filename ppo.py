@@ -146,6 +146,8 @@ def check_args(args: Args) -> Args:
         raise ConfigError(f"--clip-coef must be in (0, 1), got {args.clip_coef}")
     if args.target_kl is not None and not args.target_kl > 0:
         raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
+    if not args.exp_name or "/" in args.exp_name or args.exp_name.startswith("."):
+        raise ConfigError(f"--exp-name must be a plain name (part of a directory name), got {args.exp_name!r}")
     for name in ["checkpoint_every", "eval_episodes"]:
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")

@@ -74,6 +74,10 @@ BAD_INPUT = [
     (["--num-envs", "0"], "--num-envs must be positive"),
     (["--ent-coef", "-0.1"], "--ent-coef must be >= 0"),
     (["--target-kl", "0"], "--target-kl must be positive"),
+    (["--exp-name", "a/b"], "--exp-name must be a plain name"),
+    (["--num-envs", "1", "--num-steps", "4"], "minibatches of fewer than 2 samples"),
+    (["--eval-only", "--eval-episodes", "3"], "--eval-only needs --model-path"),
+    (["--model-path", "x.cleanrl_model"], "--model-path is read only with --eval-only"),
 ]
 
 
