@@ -590,17 +590,6 @@ def train(args: Args) -> Agent:
     if args.checkpoint_every and not checkpoint:
         write_checkpoint(0)  # proves the directory is writable before any training
 
-    # Ctrl-C or SIGTERM: finish the current env step, checkpoint, then stop. A second one quits at once.
-    stop_signal = []
-
-    def request_stop(signum, frame):
-        if stop_signal:
-            os._exit(128 + signum)  # checkpoints are replaced atomically, so none is left half-written
-        stop_signal.append(signum)
-        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to quit at once)", flush=True)
-
-    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-
     # Rollout storage, (num_steps, num_envs, ...). What the agent produces stays on the device;
     # what the env returns is kept in numpy and moved once per rollout.
     obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, device=device)
@@ -624,6 +613,17 @@ def train(args: Args) -> Agent:
     next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = np.zeros(args.num_envs, dtype=bool)
     episode_returns = []  # every finished episode, for the console's running mean
+
+    # Ctrl-C or SIGTERM: finish the current env step, checkpoint, then stop. A second one quits at once.
+    stop_signal = []
+
+    def request_stop(signum, frame):
+        if stop_signal:
+            os._exit(128 + signum)  # checkpoints are replaced atomically, so none is left half-written
+        stop_signal.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to quit at once)", flush=True)
+
+    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
     try:
         for iteration in range(start_iteration + 1, num_iterations + 1):
