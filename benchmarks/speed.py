@@ -34,10 +34,10 @@ FAST_FLAGS = ["--num-envs", "32", "--num-steps", "16", "--num-minibatches", "2",
               "--total-timesteps", "100000"]
 
 
-def run_ppo(flags, workdir):
+def run_ppo(flags, workdir, ppo=PPO):
     """Run ppo.py once; returns (wall seconds, start time, peak RSS in MiB, run directory)."""
     start = time.time()
-    proc = subprocess.Popen([sys.executable, str(PPO), *flags], cwd=workdir,
+    proc = subprocess.Popen([sys.executable, str(ppo), *flags], cwd=workdir,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child alone
     wall = time.time() - start

@@ -1,0 +1,38 @@
+"""Compare the speed of two versions of ppo.py, run alternately (A B A B ...), whole process.
+
+    git show 6a97c2f:ppo.py > /tmp/ppo_old.py
+    python benchmarks/compare.py /tmp/ppo_old.py ppo.py --runs 3 -- --total-timesteps 100000
+
+Alternating runs see the same machine noise, so the median of the per-pair ratios is a far
+steadier figure than two separate medians on a noisy machine. Never run beside another job.
+"""
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from speed import run_ppo
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ppo_a", type=Path)
+    parser.add_argument("ppo_b", type=Path)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("flags", nargs="*", help="flags for both, after --")
+    cli = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix="ppo-compare-")
+    walls = {"a": [], "b": []}
+    for i in range(cli.runs):
+        for key, path in (("a", cli.ppo_a), ("b", cli.ppo_b)):
+            wall, *_ = run_ppo(cli.flags, workdir, ppo=path.resolve())
+            walls[key].append(wall)
+            print(f"run {i + 1} {key} ({path}): {wall:.1f} s", flush=True)
+    ratios = [a / b for a, b in zip(walls["a"], walls["b"])]
+    print(f"median wall: a {statistics.median(walls['a']):.1f} s, b {statistics.median(walls['b']):.1f} s; "
+          f"median ratio a/b {statistics.median(ratios):.2f} (>1: b is faster)")
+
+
+if __name__ == "__main__":
+    main()
