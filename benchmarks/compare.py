@@ -20,13 +20,13 @@ def main():
     parser.add_argument("ppo_a", type=Path)
     parser.add_argument("ppo_b", type=Path)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("flags", nargs="*", help="flags for both, after --")
-    cli = parser.parse_args()
+    cli, flags = parser.parse_known_args()  # everything after -- goes to both versions
+    flags = [f for f in flags if f != "--"]
     workdir = tempfile.mkdtemp(prefix="ppo-compare-")
     walls = {"a": [], "b": []}
     for i in range(cli.runs):
         for key, path in (("a", cli.ppo_a), ("b", cli.ppo_b)):
-            wall, *_ = run_ppo(cli.flags, workdir, ppo=path.resolve())
+            wall, *_ = run_ppo(flags, workdir, ppo=path.resolve())
             walls[key].append(wall)
             print(f"run {i + 1} {key} ({path}): {wall:.1f} s", flush=True)
     ratios = [a / b for a, b in zip(walls["a"], walls["b"])]

@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--num-minibatches", type=int, default=4)
     cli = parser.parse_args()
     torch.set_num_threads(1)
-    args = ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps, num_minibatches=cli.num_minibatches)
+    args = ppo.check_args(ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps, num_minibatches=cli.num_minibatches))
     envs = ppo.make_envs(args)
     obs_np, _ = envs.reset(seed=1)
     agent = ppo.Agent(envs)
