@@ -415,6 +415,16 @@ class TrainingInterrupted(Exception):
 RESUME_FIXED = ["env_id", "num_envs", "num_steps", "exp_name", "seed", "total_timesteps"]
 
 
+def first_line(e: Exception) -> str:
+    """An exception's message cut to one line, for one-line errors."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def get_device(args: Args) -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+
 def save_checkpoint(path: str, checkpoint: dict) -> None:
     """Write atomically: a crash leaves the old checkpoint or the new one, never half of one."""
     tmp = path + ".tmp"
@@ -441,8 +451,7 @@ def load_checkpoint(path: str) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"no checkpoint at {path}") from None
     except Exception as e:  # truncated, corrupt, or pickled code: torch raises many kinds
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot read checkpoint {path}: {reason[:200]}") from None
+        raise ConfigError(f"cannot read checkpoint {path}: {first_line(e)}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != "ppo.py checkpoint v1":
         raise ConfigError(f"{path} is not a ppo.py checkpoint")
     return checkpoint
@@ -563,7 +572,7 @@ def train(args: Args) -> Agent:
     # At these sizes each torch op costs its call overhead, not arithmetic: more threads
     # only add synchronisation (and are slower still when another process wants a core).
     torch.set_num_threads(1)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = get_device(args)
 
     envs = make_envs(args, f"videos/{run_name}" if args.capture_video else None)
     agent = Agent(envs).to(device)
@@ -758,15 +767,14 @@ def log_evaluation(writer: SummaryWriter, eval_returns: np.ndarray) -> None:
 
 def evaluate_saved_model(args: Args) -> Agent:
     """--eval-only: load a saved model, evaluate it, log to a new run directory."""
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    device = get_device(args)
     probe_envs = make_envs(replace(args, num_envs=1))
     agent = Agent(probe_envs).to(device)
     probe_envs.close()
     try:
         agent.load_state_dict(torch.load(args.model_path, map_location=device, weights_only=True))
     except Exception as e:  # missing, truncated, foreign, for another env, or pickled code
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot load model {args.model_path} for {args.env_id}: {reason[:200]}") from None
+        raise ConfigError(f"cannot load model {args.model_path} for {args.env_id}: {first_line(e)}") from None
     run_name = new_run_dir(replace(args, exp_name=f"{args.exp_name}-eval"))
     writer = SummaryWriter(f"runs/{run_name}")
     eval_returns = evaluate(agent, args, args.eval_episodes, device,
