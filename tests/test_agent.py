@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppo import Agent, Args, ppo_loss
+from ppo import Adam, Agent, Args, ppo_loss
 
 
 @pytest.fixture
@@ -95,3 +95,32 @@ def test_ppo_loss_matches_the_formulas(agent):
     _, stats = ppo_loss(agent, obs, actions, old_log_probs, old_values, advantages, returns,
                         Args(clip_vloss=False, ent_coef=0.0))
     assert stats["value_loss"].item() == pytest.approx(0.5 * np.mean((v - ret) ** 2), rel=1e-5)
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.5, 1e6])  # clipped, and never clipped
+def test_adam_matches_torch_adam_with_clipping(max_grad_norm):
+    """Our flat-vector Adam takes the steps of torch.optim.Adam after nn.utils.clip_grad_norm_."""
+    envs = gym.make_vec("Acrobot-v1", num_envs=2, vectorization_mode="sync")
+    torch.manual_seed(0)
+    ours, reference = Agent(envs), Agent(envs)
+    reference.load_state_dict(ours.state_dict())
+    optimizer = Adam(ours.parameters(), lr=1e-2, eps=1e-5)
+    reference_optimizer = torch.optim.Adam(reference.parameters(), lr=1e-2, eps=1e-5)
+    initial = {name: p.clone() for name, p in ours.named_parameters()}
+    obs = torch.randn(64, 6)
+    for step in range(20):
+        optimizer.lr = reference_optimizer.param_groups[0]["lr"] = 1e-2 * (1 - step / 20)  # annealed
+        for agent in (ours, reference):
+            _, log_prob, entropy, value = agent.get_action_and_value(obs, torch.arange(64) % 3)
+            (log_prob.mean() * 10 + entropy.mean() + (value ** 2).mean()).backward()
+        optimizer.step(max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), max_grad_norm)
+        assert (norm > max_grad_norm) == (max_grad_norm == 0.5)  # the clip really acts (or not)
+        reference_optimizer.step()
+        reference_optimizer.zero_grad()
+    assert all(p.grad is None for p in ours.parameters())  # step() clears the gradients
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
+        assert not torch.equal(p, initial[name])  # it trained
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # the module's parameters are views into the one vector Adam updates
+    assert optimizer.params.data_ptr() == next(ours.parameters()).data_ptr()

@@ -124,6 +124,7 @@ def test_resume_refuses_flags_that_change_the_experiment(in_tmp):
     ("truncated", "cannot read checkpoint"),
     ("corrupt", "cannot read checkpoint"),
     ("foreign", "is not a ppo.py checkpoint"),
+    ("older format", "is a ppo.py checkpoint v1, written by an older ppo.py; this one resumes only ppo.py checkpoint v2"),
     ("pickled code", "cannot read checkpoint .*(Weights only load failed|Unsupported global)"),
     ("missing", "no checkpoint at"),
 ])
@@ -137,6 +138,8 @@ def test_damaged_checkpoints_give_one_clear_error(in_tmp, damage, message):
         path.write_bytes(data[:100] + bytes(256) + data[356:])
     elif damage == "foreign":
         torch.save({"model": torch.zeros(3)}, path)
+    elif damage == "older format":
+        torch.save({**torch.load(path), "format": "ppo.py checkpoint v1"}, path)
     elif damage == "pickled code":
         torch.save({"format": "ppo.py checkpoint v1", "payload": Path("x")}, path)
     else:
