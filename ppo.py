@@ -288,10 +288,10 @@ class Agent(nn.Module):
         if self.continuous:
             # Stored unclipped (detail 17): the env wrapper clips what is sent, the log-prob is of this.
             return actor_out + self.actor_logstd.exp() * torch.randn_like(actor_out)
-        # Gumbel-max trick: argmax(logits + Gumbel noise) is a sample from softmax(logits).
-        # Same distribution as torch.distributions.Categorical, at a fraction of its cost.
-        gumbel = -torch.log(-torch.log(torch.rand_like(actor_out)))
-        return torch.argmax(actor_out + gumbel, dim=-1)
+        # Gumbel-max trick: argmax(logits + Gumbel noise) is a sample from softmax(logits), and
+        # -log(E), E ~ Exponential(1), is Gumbel noise. Same distribution as
+        # torch.distributions.Categorical, at a fraction of its cost.
+        return torch.argmax(actor_out - torch.empty_like(actor_out).exponential_().log(), dim=-1)
 
     def get_action(self, x: torch.Tensor) -> torch.Tensor:
         """Sample an action and nothing else: all the rollout needs at each step."""
@@ -704,27 +704,28 @@ def train(args: Args) -> Agent:
                 frac = 1.0 - (iteration - 1.0) / num_iterations
                 optimizer.lr = frac * args.learning_rate
 
-            # ROLLOUT: play num_steps steps in every env with the current policy.
+            # ROLLOUT: play num_steps steps in every env with the current policy. It only acts, so
+            # no gradient is tracked (inference mode skips autograd's bookkeeping altogether).
             finished = []  # (global_step, return, length), written to TensorBoard after the rollout
-            for step in range(args.num_steps):
-                global_step += args.num_envs
-                obs[step] = next_obs
-                resets[step] = next_done
-                with torch.inference_mode():
+            with torch.inference_mode():
+                for step in range(args.num_steps):
+                    global_step += args.num_envs
+                    obs[step] = next_obs
+                    resets[step] = next_done
                     action = agent.get_action(next_obs)  # log-probs and values come after the rollout
-                actions[step] = action
+                    actions[step] = action
 
-                next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-                rewards[step] = reward
-                terminations[step] = terminated
-                truncations[step] = truncated
-                next_done = terminated | truncated
-                next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-                if "episode" in info:
-                    for i in np.flatnonzero(info["_episode"]):
-                        finished.append((global_step, info["episode"]["r"][i], info["episode"]["l"][i]))
-                if stop_signal:
-                    break
+                    next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+                    rewards[step] = reward
+                    terminations[step] = terminated
+                    truncations[step] = truncated
+                    next_done = terminated | truncated
+                    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+                    if "episode" in info:
+                        for i in np.flatnonzero(info["_episode"]):
+                            finished.append((global_step, info["episode"]["r"][i], info["episode"]["l"][i]))
+                    if stop_signal:
+                        break
             if stop_signal:  # drop the partial rollout: the checkpoint is the state before it
                 write_checkpoint(iteration - 1)
                 writer.close()
