@@ -1,26 +1,31 @@
-"""Where a training step's time goes: each piece of ppo.py's loop timed alone.
+"""Where a training iteration's time goes: each piece of ppo.py's loop timed alone.
 
-    python benchmarks/profile_step.py [--num-envs 4]
+    python benchmarks/profile_step.py [--num-envs 4] [--num-steps 128] [--num-minibatches 4]
 
-Prints microseconds per call (median of repeats) for the env step, the policy forward with
-sampling, the host/tensor conversions and buffer writes of one rollout step, and one
-minibatch update; then the implied rollout bound and the update share per env step.
+Prints microseconds per call (median of repeats) for the pieces of one rollout step (env step,
+policy forward, action sampling, host/tensor conversions and buffer writes), for what runs once
+per iteration (the batched log-prob/value pass, the advantages, the logging) and for one
+minibatch update (forward and loss, backward, Adam). Then it adds them up per iteration, and
+prints the bound the issue asks about: env step plus policy forward with sampling, alone.
+Run it alone: timings on a shared machine mean nothing.
 """
 
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ppo  # noqa: E402
 
 
-def per_call_us(fn, n, repeats=7):
+def per_call_us(fn, n, repeats=9):
     fn()  # warm up
     times = []
     for _ in range(repeats):
@@ -37,59 +42,96 @@ def main():
     parser.add_argument("--num-steps", type=int, default=128)
     parser.add_argument("--num-minibatches", type=int, default=4)
     cli = parser.parse_args()
-    torch.set_num_threads(1)
-    args = ppo.check_args(ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps, num_minibatches=cli.num_minibatches))
+    torch.set_num_threads(1)  # as ppo.train does
+    args = ppo.check_args(ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps,
+                                   num_minibatches=cli.num_minibatches))
     envs = ppo.make_envs(args)
     obs_np, _ = envs.reset(seed=1)
     agent = ppo.Agent(envs)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, fused=True)
+    optimizer = ppo.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     obs = torch.as_tensor(obs_np)
-    actions_np = envs.action_space.sample()
+    with torch.inference_mode():
+        logits = agent.actor(obs)
+        action = agent.get_action(obs)
+    action_np = action.numpy()
 
-    figures = {}
-    figures["env step (numpy vector env + episode statistics)"] = per_call_us(lambda: envs.step(actions_np), 2000)
+    step = {}
+    step["env step (numpy vector env + episode statistics)"] = per_call_us(lambda: envs.step(action_np), 2000)
+    with torch.inference_mode():
+        step["policy forward (actor MLP)"] = per_call_us(lambda: agent.actor(obs), 2000)
+        step["action sampling (Gumbel-max)"] = per_call_us(lambda: agent.sample_action(logits), 2000)
+        obs_buf = torch.zeros((args.num_steps, args.num_envs) + obs.shape[1:])
+        action_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long)
+        np_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
 
-    def policy():
-        with torch.inference_mode():
-            return agent.get_action_and_value(obs)
-    figures["policy forward + sample (get_action_and_value)"] = per_call_us(policy, 2000)
+        def conversions():  # the loop's per-step copies: obs and action in, action out, env output in
+            obs_buf[3] = obs
+            action_buf[3] = action
+            action.cpu().numpy()
+            torch.as_tensor(obs_np, dtype=torch.float32)
+            np_buf[3] = obs_np[:, 0]
+            np_buf[4] = obs_np[:, 1]
+            np_buf[5] = obs_np[:, 2]
+        step["host/tensor conversions + buffer writes"] = per_call_us(conversions, 5000)
 
-    buf = torch.zeros((args.num_steps, args.num_envs) + obs.shape[1:])
-    action, log_prob, _, value = policy()
-    np_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    batch = args.num_envs * args.num_steps
+    b_obs = torch.randn(batch, *obs.shape[1:])
+    b_actions = torch.randint(0, 2, (batch,))
+    rewards = np.ones((args.num_steps, args.num_envs), dtype=np.float32)
+    dones = np.random.default_rng(0).random((args.num_steps, args.num_envs)) < 0.05
+    once = {}
 
-    def conversions():
-        buf[3] = obs
-        torch.as_tensor(obs_np, dtype=torch.float32)
-        action.cpu().numpy()
-        np_buf[3] = obs_np[:, 0]
-        np_buf[4] = obs_np[:, 1]
-    figures["conversions + buffer writes"] = per_call_us(conversions, 5000)
+    def batched_pass():
+        with torch.no_grad():
+            agent.get_action_and_value(b_obs, b_actions)
+            agent.get_value(obs)
+    once["log-probs and values of the whole rollout (one call)"] = per_call_us(batched_pass, 300)
+    values = np.random.default_rng(1).standard_normal((args.num_steps, args.num_envs), dtype=np.float32)
+    once["advantages (GAE, numpy)"] = per_call_us(
+        lambda: ppo.compute_gae(rewards, values, values[0], dones, dones, args.gamma, args.gae_lambda), 300)
+    writer = SummaryWriter(tempfile.mkdtemp(prefix="ppo-profile-"))
+    add_scalar_us = per_call_us(lambda: writer.add_scalar("losses/value_loss", 0.5, 1), 2000)
+    once["logging (10 scalars a iteration; +2 per finished episode)"] = 10 * add_scalar_us
+    writer.close()
 
-    mb = args.num_envs * args.num_steps // args.num_minibatches
-    b_obs = torch.randn(mb, *obs.shape[1:])
-    b_actions = torch.randint(0, 2, (mb,))
-    b_log_probs, b_values, b_adv, b_ret = (torch.randn(mb) for _ in range(4))
-    b_log_probs = b_log_probs.abs().neg()
+    mb = batch // args.num_minibatches
+    mb_obs, mb_actions = b_obs[:mb], b_actions[:mb]
+    mb_log_probs, mb_values, mb_advantages, mb_returns = (torch.randn(mb) for _ in range(4))
+    mb_log_probs = mb_log_probs.abs().neg()
+    # The three phases of an update run in sequence, as in train: timing each alone would miss
+    # how they disturb each other's caches.
+    phases = {"forward + loss": [], "backward": [], "Adam step with clipping": []}
+    for repeat in range(10):
+        spent = [0.0, 0.0, 0.0]
+        for _ in range(200):
+            t0 = time.perf_counter()
+            loss, _ = ppo.ppo_loss(agent, mb_obs, mb_actions, mb_log_probs, mb_values, mb_advantages, mb_returns, args)
+            t1 = time.perf_counter()
+            loss.backward()
+            t2 = time.perf_counter()
+            optimizer.step(args.max_grad_norm)
+            t3 = time.perf_counter()
+            spent = [spent[0] + t1 - t0, spent[1] + t2 - t1, spent[2] + t3 - t2]
+        if repeat > 0:  # the first is the warm-up
+            for times, seconds in zip(phases.values(), spent):
+                times.append(seconds / 200 * 1e6)
+    update = {name: statistics.median(times) for name, times in phases.items()}
 
-    def update():
-        loss, stats = ppo.ppo_loss(agent, b_obs, b_actions, b_log_probs, b_values, b_adv, b_ret, args)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-        optimizer.step()
-    figures[f"one minibatch update ({mb} samples)"] = per_call_us(update, 300)
-
-    for name, us in figures.items():
-        print(f"{name:55s} {us:9.1f} us")
-    rollout_us = sum(list(figures.values())[:3])
-    updates_per_step = args.update_epochs * args.num_minibatches / args.num_steps
-    update_us = list(figures.values())[3] * updates_per_step
-    print(f"rollout step bound (sum of the above)                   {rollout_us:9.1f} us "
-          f"-> {args.num_envs / rollout_us * 1e6:,.0f} env steps/s")
-    print(f"update cost per rollout step                            {update_us:9.1f} us")
-    print(f"implied bound with updates                              "
-          f"{args.num_envs / (rollout_us + update_us) * 1e6:,.0f} env steps/s")
+    for title, figures in (("per rollout step", step), ("once per iteration", once),
+                           (f"per minibatch update ({mb} samples)", update)):
+        print(title)
+        for name, us in figures.items():
+            print(f"  {name:58s} {us:9.1f} us")
+    updates = args.update_epochs * args.num_minibatches
+    per_iteration = {"rollout": args.num_steps * sum(step.values()) / 1e3, "once": sum(once.values()) / 1e3,
+                     "updates": updates * sum(update.values()) / 1e3}
+    total = sum(per_iteration.values())
+    print(f"per iteration of {batch} env steps: rollout {per_iteration['rollout']:.1f} ms, "
+          f"once {per_iteration['once']:.1f} ms, {updates} updates {per_iteration['updates']:.1f} ms; "
+          f"sum {total:.1f} ms -> {batch / total * 1e3:,.0f} env steps/s")
+    bound = sum(list(step.values())[:3])
+    print(f"bound of env step + policy forward with sampling alone: {bound:.1f} us per step of "
+          f"{args.num_envs} envs -> {args.num_envs / bound * 1e6:,.0f} env steps/s")
 
 
 if __name__ == "__main__":
