@@ -146,6 +146,27 @@ def test_reset_steps_are_not_trained_on(in_tmp, monkeypatch):
     assert {value for _, value in scalars["charts/episodic_length"]} == {5.0}
 
 
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_first_update_of_each_iteration_sees_the_rollout_policy(in_tmp, env_id):
+    """The log-probs the update compares against come from one batched call after the rollout.
+
+    They must be the rollout policy's own, for the very actions and observations it played: then
+    on the first minibatch of every iteration, before any gradient step, ratio = 1 exactly (up to
+    rounding), so old_approx_kl = mean(-log ratio) = 0 and nothing is clipped. With one epoch of
+    one minibatch, that minibatch is the one logged. A large learning rate makes every iteration's
+    policy differ from the last, so stale or misaligned log-probs would show.
+    """
+    ppo.train(ppo.Args(env_id=env_id, num_envs=4, num_steps=64, num_minibatches=1, update_epochs=1,
+                       learning_rate=3e-2, anneal_lr=False, total_timesteps=4 * 64 * 6))
+    scalars = read_scalars(only_run_dir(in_tmp))
+    assert len(scalars["losses/old_approx_kl"]) == 6
+    for tag in ("losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac"):
+        assert max(abs(value) for _, value in scalars[tag]) < 1e-5, tag
+    # ... while the policy did move between iterations (the entropy changed)
+    entropies = [value for _, value in scalars["losses/entropy"]]
+    assert max(entropies) - min(entropies) > 1e-3
+
+
 def test_same_seed_same_run(in_tmp):
     args = ppo.Args(num_envs=2, num_steps=128, total_timesteps=2048, seed=3)
     agents = [ppo.train(args), ppo.train(args)]
