@@ -109,6 +109,23 @@ def next_run_dir(cwd: Path, timeout=30) -> Path:
     raise AssertionError("no run directory appeared")
 
 
+def test_resume_trains_on_from_the_loaded_weights_and_optimizer(in_tmp):
+    """The checkpoint's weights and Adam state are loaded into the vector Adam updates (not beside it)."""
+    ppo.train(ppo.Args(num_envs=2, num_steps=32, num_minibatches=2, update_epochs=2, total_timesteps=2 * 64))
+    path = next_run_dir(in_tmp) / "checkpoint.pt"
+    saved = torch.load(path, weights_only=True)
+    assert saved["iteration"] == 2 and saved["optimizer"]["steps_taken"] == 2 * 4
+    saved["args"]["total_timesteps"] = 4 * 64  # as if the run had been stopped half-way
+    torch.save(saved, path)
+    agent = ppo.train(ppo.Args(resume=str(path)))
+    resumed = torch.load(path, weights_only=True)
+    assert resumed["iteration"] == 4 and resumed["optimizer"]["steps_taken"] == 4 * 4
+    for name, param in agent.named_parameters():
+        assert not torch.equal(param, saved["agent"][name]), name  # it trained on ...
+        # ... by small Adam steps from the saved weights, not from a fresh initialisation
+        assert (param - saved["agent"][name]).abs().max() < 0.05, name
+
+
 def test_resume_refuses_flags_that_change_the_experiment(in_tmp):
     ppo.train(ppo.Args(num_envs=2, num_steps=32, num_minibatches=1, total_timesteps=128))
     run_dir = next_run_dir(in_tmp)
