@@ -29,8 +29,8 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 PPO = Path(__file__).resolve().parents[1] / "ppo.py"
 # The fast CartPole configuration (README, "Fast configuration"): many cheap numpy envs, short
 # rollouts, few large minibatches, a higher learning rate, no entropy bonus.
-FAST_FLAGS = ["--num-envs", "32", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "10",
-              "--learning-rate", "2e-3", "--gamma", "0.98", "--gae-lambda", "0.8", "--ent-coef", "0",
+FAST_FLAGS = ["--num-envs", "32", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "5",
+              "--learning-rate", "3e-3", "--gamma", "0.98", "--gae-lambda", "0.8", "--ent-coef", "0",
               "--total-timesteps", "100000"]
 
 
