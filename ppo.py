@@ -420,18 +420,18 @@ class Adam:
     arithmetic, and clipping plus Adam there run several ops per parameter tensor (12 here),
     where this runs a handful in all: 1.3x faster updates. It also skips torch.optim's import of
     torch._dynamo, about 1.3 s of every run's start-up. The model's parameters become views
-    into one vector, `self.params`, so updating that vector updates the model.
+    into one vector, `self.flat_params`, so updating that vector updates the model.
     """
 
     def __init__(self, parameters, lr: float, eps: float, betas=(0.9, 0.999)):
         self.parameters = list(parameters)
-        self.params = torch.cat([p.detach().flatten() for p in self.parameters])
+        self.flat_params = torch.cat([p.detach().flatten() for p in self.parameters])
         offset = 0
         for p in self.parameters:
-            p.data = self.params[offset:offset + p.numel()].view_as(p)
+            p.data = self.flat_params[offset:offset + p.numel()].view_as(p)
             offset += p.numel()
-        self.exp_avg = torch.zeros_like(self.params)  # m
-        self.exp_avg_sq = torch.zeros_like(self.params)  # v
+        self.exp_avg = torch.zeros_like(self.flat_params)  # m
+        self.exp_avg_sq = torch.zeros_like(self.flat_params)  # v
         self.steps_taken = 0
         self.lr, self.eps, self.betas = lr, eps, betas
 
@@ -447,7 +447,7 @@ class Adam:
         self.exp_avg.lerp_(grad, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = (self.exp_avg_sq / (1 - beta2 ** self.steps_taken)).sqrt_().add_(self.eps)
-        self.params.addcdiv_(self.exp_avg, denom, value=-self.lr / (1 - beta1 ** self.steps_taken))
+        self.flat_params.addcdiv_(self.exp_avg, denom, value=-self.lr / (1 - beta1 ** self.steps_taken))
 
     def state_dict(self) -> dict:
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps_taken": self.steps_taken}

@@ -123,4 +123,4 @@ def test_adam_matches_torch_adam_with_clipping(max_grad_norm):
         assert not torch.equal(p, initial[name])  # it trained
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     # the module's parameters are views into the one vector Adam updates
-    assert optimizer.params.data_ptr() == next(ours.parameters()).data_ptr()
+    assert optimizer.flat_params.data_ptr() == next(ours.parameters()).data_ptr()
