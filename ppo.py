@@ -1,7 +1,11 @@
 """Proximal Policy Optimization (PPO) in one file, for gymnasium 1.x vector envs.
 
-Read it top to bottom: flags, environments, the agent, the advantage estimators,
-then the training loop (rollout -> advantages -> clipped-surrogate updates -> logging).
+Read it top to bottom, in the order of CleanRL's ppo.py: the flags (`Args`), the env factory
+(`make_envs`), the agent (`Agent`), the advantage estimators (`compute_gae`, `compute_mc_returns`),
+the loss (`ppo_loss`), then the training loop (`train`: ROLLOUT, ADVANTAGES, UPDATE, LOGGING).
+That is all of PPO. Below `train`, under one banner, sits what a first reading skips: checking
+the flags, run directories, checkpoints and resume, Ctrl-C, evaluation, the optimizer's internals.
+Where a line departs from CleanRL's, a comment beside it says what it stands for.
 
     python ppo.py --env-id CartPole-v1
     tensorboard --logdir runs
@@ -17,8 +21,9 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 import gymnasium as gym
@@ -51,29 +56,28 @@ class Args:
     save_model: bool = False
     """whether to save the model into the `runs/{run_name}` folder"""
     checkpoint_every: int = 25
-    """write a training checkpoint (runs/{run_name}/checkpoint.pt) every this many iterations and at the end; 0: never"""
+    """write runs/{run_name}/checkpoint.pt every this many iterations, at the end, and when Ctrl-C or SIGTERM stops the run; 0: never"""
     resume: str | None = None
-    """continue the run of this checkpoint (or run directory) to its original --total-timesteps"""
+    """continue the run of this checkpoint (or run directory) to its --total-timesteps; flags not given keep the run's values, and those that change what the agent sees cannot change (env id, seed, envs, steps, total timesteps, exp name, gamma, normalisation, action clipping)"""
     eval_episodes: int = 0
     """after training, evaluate the greedy policy for this many episodes (`eval/episodic_return`)"""
     eval_only: bool = False
-    """do not train: evaluate the model at --model-path for --eval-episodes episodes"""
+    """do not train: evaluate the model at --model-path for --eval-episodes episodes (observations normalised as in its training)"""
     model_path: str | None = None
     """the saved model (`.cleanrl_model`) that --eval-only evaluates"""
 
-    # Algorithm specific arguments
+    # Algorithm specific arguments. The defaults are CleanRL's ppo.py; for Box (continuous) action
+    # spaces, a flag not given takes ppo_continuous_action.py's value, shown as "Box:" (BOX_DEFAULTS).
     env_id: str = "CartPole-v1"
     """the id of the environment (`module:Env-v0` imports `module` first to register it)"""
-    # A flag marked "default: a / b" that you do not give takes a for Discrete actions, b for Box
-    # (continuous) actions: CleanRL's ppo.py and ppo_continuous_action.py defaults.
-    total_timesteps: int | None = None
-    """total timesteps of the experiments (default: 500000 / 1000000)"""
-    learning_rate: float | None = None
-    """the learning rate of the optimizer (default: 2.5e-4 / 3e-4)"""
-    num_envs: int | None = None
-    """the number of parallel game environments (default: 4 / 1)"""
-    num_steps: int | None = None
-    """the number of steps to run in each environment per policy rollout (default: 128 / 2048)"""
+    total_timesteps: int = 500000
+    """total timesteps of the experiments (Box: 1000000)"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of the optimizer (Box: 3e-4)"""
+    num_envs: int = 4
+    """the number of parallel game environments (Box: 1)"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout (Box: 2048)"""
     anneal_lr: bool = True
     """Toggle learning rate annealing for policy and value networks"""
     gamma: float = 0.99
@@ -82,18 +86,18 @@ class Args:
     """the lambda for the general advantage estimation"""
     adv_estimator: Literal["gae", "mc"] = "gae"
     """the advantage estimator: `gae` (lambda-weighted TD errors) or `mc` (Monte-Carlo returns minus values)"""
-    num_minibatches: int | None = None
-    """the number of mini-batches (default: 4 / 32)"""
-    update_epochs: int | None = None
-    """the K epochs to update the policy (default: 4 / 10)"""
+    num_minibatches: int = 4
+    """the number of mini-batches (Box: 32)"""
+    update_epochs: int = 4
+    """the K epochs to update the policy (Box: 10)"""
     norm_adv: bool = True
     """Toggles advantages normalization"""
     clip_coef: float = 0.2
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
-    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
-    ent_coef: float | None = None
-    """coefficient of the entropy (default: 0.01 / 0.0)"""
+    """Toggles whether or not to use a clipped loss for the value function (from OpenAI baselines' code; the PPO paper has none)"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy (Box: 0.0)"""
     vf_coef: float = 0.5
     """coefficient of the value function"""
     max_grad_norm: float = 0.5
@@ -101,220 +105,109 @@ class Args:
     target_kl: float | None = None
     """the target KL divergence threshold (stop the update epochs early when exceeded)"""
 
-    # Continuous (Box) actions only
-    norm_obs: bool = True
-    """normalise observations by their running mean and std, then clip them to [-10, 10]"""
-    norm_reward: bool = True
-    """scale rewards by the running std of the discounted return, then clip them to [-10, 10]"""
+    # The continuous-control details of Huang et al., with gymnasium's wrappers (any action space).
+    norm_obs: bool = False
+    """normalise observations by their running mean and std, then clip them to [-10, 10] (Box: True)"""
+    norm_reward: bool = False
+    """scale rewards by the running std of the discounted return, then clip them to [-10, 10] (Box: True)"""
     clip_action: bool = True
-    """clip actions to the action space's bounds when sending them to the env (stored unclipped)"""
+    """Box actions: clip them to the action space's bounds when sending them to the env (they are stored unclipped)"""
 
 
-# CleanRL's defaults for the flags above marked "default: a / b".
-DEFAULTS = {
-    "discrete": dict(total_timesteps=500_000, learning_rate=2.5e-4, num_envs=4, num_steps=128,
-                     num_minibatches=4, update_epochs=4, ent_coef=0.01),
-    "continuous": dict(total_timesteps=1_000_000, learning_rate=3e-4, num_envs=1, num_steps=2048,
-                       num_minibatches=32, update_epochs=10, ent_coef=0.0),
-}
-
-
-class ConfigError(ValueError):
-    """Bad flags or environment: reported as one line, exit code 2, before anything is written."""
-
-
-def check_args(args: Args) -> Args:
-    """Reject bad input before any directory is made; returns args with the defaults filled in."""
-    env = probe_env(args.env_id)
-    kind = "continuous" if isinstance(env.action_space, gym.spaces.Box) else "discrete"
-    env.close()
-    args = replace(args, **{k: v for k, v in DEFAULTS[kind].items() if getattr(args, k) is None})
-
-    positive = ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches",
-                "update_epochs", "clip_coef", "max_grad_norm"]
-    for name in positive:
-        if not getattr(args, name) > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["ent_coef", "vf_coef"]:
-        if not getattr(args, name) >= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if not 0 <= args.gamma <= 1:
-        raise ConfigError(f"--gamma must be in [0, 1], got {args.gamma}")
-    if not 0 <= args.gae_lambda <= 1:
-        raise ConfigError(f"--gae-lambda must be in [0, 1], got {args.gae_lambda}")
-    if not args.clip_coef < 1:
-        raise ConfigError(f"--clip-coef must be in (0, 1), got {args.clip_coef}")
-    if args.target_kl is not None and not args.target_kl > 0:
-        raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
-    if not args.exp_name or "/" in args.exp_name or args.exp_name.startswith("."):
-        raise ConfigError(f"--exp-name must be a plain name (part of a directory name), got {args.exp_name!r}")
-    for name in ["checkpoint_every", "eval_episodes"]:
-        if getattr(args, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
-    if args.eval_only and (args.model_path is None or args.eval_episodes == 0):
-        raise ConfigError("--eval-only needs --model-path PATH and --eval-episodes N")
-    if args.model_path is not None and not args.eval_only:
-        raise ConfigError("--model-path is read only with --eval-only")
-    if args.eval_only and args.resume:
-        raise ConfigError("--eval-only and --resume exclude each other")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size < 2 * args.num_minibatches:  # advantage normalisation needs a std
-        raise ConfigError(f"num_envs * num_steps = {batch_size} gives minibatches of fewer than 2 samples "
-                          f"with --num-minibatches {args.num_minibatches}")
-    if batch_size % args.num_minibatches != 0:
-        raise ConfigError(f"num_envs * num_steps = {batch_size} is not divisible by "
-                          f"--num-minibatches {args.num_minibatches}")
-    if args.total_timesteps < batch_size:
-        raise ConfigError(f"--total-timesteps {args.total_timesteps} is smaller than one batch "
-                          f"(num_envs * num_steps = {batch_size})")
-    for flag, module, package in [("track", "wandb", "wandb"), ("capture_video", "moviepy", "moviepy")]:
-        if getattr(args, flag) and importlib.util.find_spec(module) is None:
-            raise ConfigError(f"--{flag.replace('_', '-')} needs the '{package}' package: pip install {package}")
-
-    return args
-
-
-def probe_env(env_id: str) -> gym.Env:
-    """One env, made to check the id and its spaces; the caller closes it."""
-    try:
-        env = gym.make(env_id)
-    except gym.error.DependencyNotInstalled as e:
-        extra = " (pip install -r requirements-mujoco.txt)" if "mujoco" in str(e).lower() else ""
-        raise ConfigError(f"{env_id} needs a package that is not installed{extra}: "
-                          f"{str(e).splitlines()[0]}") from None
-    except gym.error.Error as e:
-        name = env_id.split(":")[-1]
-        close = difflib.get_close_matches(name, list(gym.registry.keys()), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown env id '{env_id}' ({type(e).__name__}){hint}") from None
-    except ModuleNotFoundError as e:  # the `module` of a `module:Env-v0` id
-        reason = str(e).split(". ")[0]
-        raise ConfigError(f"env id '{env_id}': cannot import module '{env_id.split(':')[0]}' "
-                          f"({reason})") from None
-    problem = None
-    if not isinstance(env.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        problem = (f"{env_id} has action space {env.action_space}; "
-                   "this script supports Discrete and Box action spaces")
-    elif not (isinstance(env.observation_space, gym.spaces.Box) and len(env.observation_space.shape) == 1):
-        problem = (f"{env_id} has observation space {env.observation_space}; "
-                   "the MLP agent needs a flat Box (a vector)")
-    if problem:
-        env.close()
-        raise ConfigError(problem)
-    return env
+# ppo_continuous_action.py's defaults where they differ from ppo.py's: on the command line, a Box
+# env takes these for the flags not given (parse_args, below).
+BOX_DEFAULTS = dict(total_timesteps=1000000, learning_rate=3e-4, num_envs=1, num_steps=2048, num_minibatches=32,
+                    update_epochs=10, ent_coef=0.0, norm_obs=True, norm_reward=True)
 
 
 def make_envs(args: Args, video_folder: str | None = None) -> gym.vector.VectorEnv:
-    """`num_envs` copies of the env, stepped together, autoresetting in NEXT_STEP mode."""
-    if video_folder is not None:
-        # Only env 0 is recorded, so each copy is built by hand.
-        def make(i):
+    """`num_envs` copies of the env, stepped together (CleanRL: `make_env` thunks in a SyncVectorEnv)."""
+    if video_folder is None:
+        # The env's own vector version where it has one (CartPole-v1: all copies in numpy, far cheaper
+        # per step than one Python env per copy), else one Python env per copy ("sync").
+        envs = gym.make_vec(args.env_id, num_envs=args.num_envs)
+    else:  # as CleanRL's make_env: env 0 records videos
+        def make_env(i):
             if i == 0:
                 return gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), video_folder)
             return gym.make(args.env_id)
-        envs = gym.vector.SyncVectorEnv([lambda i=i: make(i) for i in range(args.num_envs)])
-    else:
-        # Envs that register a vector entry point (CartPole-v1) step all copies in numpy,
-        # far cheaper per step than one Python env per copy ("sync").
-        spec = gym.spec(args.env_id.split(":")[-1])
-        mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
-        envs = gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode=mode)
+
+        envs = gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(args.num_envs)])
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # first: it records the env's own rewards
-    if isinstance(envs.single_action_space, gym.spaces.Box):
-        # Continuous-control details 17-19 (Huang et al.), with gymnasium's wrappers.
-        if args.clip_action:
-            envs = gym.wrappers.vector.ClipAction(envs)
-        if args.norm_obs:
-            envs = gym.wrappers.vector.NormalizeObservation(envs)
-            envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10),
-                                                           envs.observation_space)
-        if args.norm_reward:
-            envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
-            envs = gym.wrappers.vector.ClipReward(envs, -10, 10)
+    envs = with_plain_action_space(envs)  # Discrete(n) from 0, or a flat Box (below; most envs need nothing)
+    if isinstance(envs.single_action_space, gym.spaces.Box) and args.clip_action:
+        envs = gym.wrappers.vector.ClipAction(envs)  # the env gets clipped actions; the agent stores its own
+    if args.norm_obs:
+        envs = gym.wrappers.vector.NormalizeObservation(envs)
+        envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10), envs.observation_space)
+    if args.norm_reward:
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+        envs = gym.wrappers.vector.ClipReward(envs, -10, 10)
     return envs
-
-
-def find_wrapper(envs: gym.vector.VectorEnv, wrapper_type: type):
-    """The wrapper of that type in the envs' stack of wrappers, or None."""
-    while isinstance(envs, gym.vector.VectorWrapper):
-        if isinstance(envs, wrapper_type):
-            return envs
-        envs = envs.env
-    return None
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
     """Orthogonal weights, constant bias (implementation detail 2)."""
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias_const)
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
     return layer
 
 
 class Agent(nn.Module):
     def __init__(self, envs: gym.vector.VectorEnv):
         super().__init__()
-        obs_shape = envs.single_observation_space.shape
-        action_space = envs.single_action_space
-        self.continuous = isinstance(action_space, gym.spaces.Box)
+        obs_size = int(np.prod(envs.single_observation_space.shape))
+        self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
         # Discrete: one logit per action. Box: the mean of each action dimension.
-        n_outputs = int(np.prod(action_space.shape)) if self.continuous else int(action_space.n)
-        # Separate actor and critic: for small control tasks sharing a trunk makes the
-        # value loss fight the policy loss for the same features.
+        n_outputs = envs.single_action_space.shape[0] if self.continuous else int(envs.single_action_space.n)
+        # Separate actor and critic: for small control tasks a shared trunk makes the value loss
+        # fight the policy loss for the same features.
         self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_shape[0], 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(obs_size, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
             layer_init(nn.Linear(64, 1), std=1.0),
         )
         # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
         self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_shape[0], 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(obs_size, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
             layer_init(nn.Linear(64, n_outputs), std=0.01),
         )
-        if self.continuous:
-            # The log standard deviation of the Gaussian policy: learned, but not a function of
-            # the state, and initialised at 0 (std 1).
+        if self.continuous:  # the Gaussian's log std: learned, not a function of the state, 0 at first
             self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))
-        # Observation normalisation statistics (continuous actions, --norm-obs): the env wrapper
-        # updates them in training; they live here so that a saved agent carries them.
-        self.register_buffer("obs_mean", torch.zeros(obs_shape))
-        self.register_buffer("obs_var", torch.ones(obs_shape))
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic(x).squeeze(-1)  # (batch,)
-
-    def sample_action(self, actor_out: torch.Tensor) -> torch.Tensor:
-        """Sample from the policy given the actor's output (logits, or Gaussian means)."""
-        if self.continuous:
-            # Stored unclipped (detail 17): the env wrapper clips what is sent, the log-prob is of this.
-            return actor_out + self.actor_logstd.exp() * torch.randn_like(actor_out)
-        # Gumbel-max trick: argmax(logits + Gumbel noise) is a sample from softmax(logits), and
-        # -log(E), E ~ Exponential(1), is Gumbel noise. Same distribution as
-        # torch.distributions.Categorical, at a fraction of its cost.
-        return torch.argmax(actor_out - torch.empty_like(actor_out).exponential_().log(), dim=-1)
+        return self.critic(x).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later
 
     def get_action(self, x: torch.Tensor) -> torch.Tensor:
-        """Sample an action and nothing else: all the rollout needs at each step."""
-        return self.sample_action(self.actor(x))
+        """Sample actions and nothing else: all the rollout needs at each step."""
+        actor_out = self.actor(x)  # (batch, n_actions) logits, or (batch, action_dim) means
+        if self.continuous:  # = Normal(actor_out, self.actor_logstd.exp()).sample()
+            return actor_out + self.actor_logstd.exp() * torch.randn_like(actor_out)
+        # = Categorical(logits=actor_out).sample(), by the Gumbel-max trick: argmax(logits - log E),
+        # E ~ Exponential(1), is a sample from softmax(logits) (README, section 2), in fewer ops.
+        return torch.argmax(actor_out - torch.empty_like(actor_out).exponential_().log(), dim=-1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
-        """Score the given actions (or sample new ones). Returns (action, log_prob, entropy, value).
-
-        The update compares the new policy's log-prob with the rollout policy's,
-        ratio = exp(new - old).
-        """
-        actor_out = self.actor(x)  # (batch, n_actions) logits, or (batch, action_dim) means
+        """Score the given actions (or sample new ones): (action, log_prob, entropy, value), each (batch,)."""
         if action is None:
-            action = self.sample_action(actor_out)
+            action = self.get_action(x)
+        actor_out = self.actor(x)
         if self.continuous:
-            # Diagonal Gaussian, dimensions independent: log-probs and entropies add up.
-            mean, log_std = actor_out, self.actor_logstd.expand_as(actor_out)
-            log_prob = (-0.5 * ((action - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+            # = Normal(mean, std).log_prob(action).sum(-1) and .entropy().sum(-1), written out:
+            # action dimensions are independent, so log-probs and entropies add up.
+            log_std = self.actor_logstd.expand_as(actor_out)
+            log_prob = (-0.5 * ((action - actor_out) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
             entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
-            return action, log_prob, entropy, self.get_value(x)
-        log_probs = F.log_softmax(actor_out, dim=-1)  # (batch, n_actions), normalised
-        log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        else:
+            # = Categorical(logits=actor_out).log_prob(action) and .entropy(), written out (fewer ops)
+            log_probs = F.log_softmax(actor_out, dim=-1)
+            log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
         return action, log_prob, entropy, self.get_value(x)
 
     def get_greedy_action(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,42 +216,40 @@ class Agent(nn.Module):
 
 
 def compute_gae(rewards, values, next_value, terminations, truncations, gamma, gae_lambda):
-    """Generalized Advantage Estimation (Schulman et al., 2016), run backwards in time.
+    """Generalized Advantage Estimation (Schulman et al., 2016), backwards through the rollout.
 
-    All inputs are numpy arrays, (num_steps, num_envs) except next_value (num_envs,), V of
-    the observation after the rollout. values[t + 1] (next_value at the last step)
-    bootstraps step t; under NEXT_STEP autoreset it is V(final observation) when step t
-    ended an episode.
+    Numpy arrays, (num_steps, num_envs), except next_value (num_envs,): V of the observation after
+    the rollout. values[t + 1] (next_value at the last step) is the V_{t+1} that bootstraps step t.
 
         delta_t = r_t + gamma * (1 - terminated_t) * V_{t+1} - V_t
         A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
 
-    A termination has no future value; a truncation (time limit) does, so it is
-    bootstrapped. Neither lets A_{t+1} of the next episode leak into step t.
-    The loop runs in numpy: 128 tiny steps cost a microsecond each there, several as torch ops.
+    CleanRL's loop, name by name: dones[t] here is its dones[t + 1] (a step's flags are stored with
+    the step that produced them), decays[t] is gamma * gae_lambda * nextnonterminal, last_advantage
+    is lastgaelam. One change: CleanRL's delta multiplies V_{t+1} by nextnonterminal, so a time-limit
+    truncation counts as a termination. Here only a termination has no future; under NEXT_STEP
+    autoreset, V_{t+1} after a truncation is V(final observation), its estimate (Pardo et al., 2018).
     """
     terminations, truncations = terminations.astype(np.float32), truncations.astype(np.float32)
     dones = np.maximum(terminations, truncations)
-    next_values = np.concatenate([values[1:], next_value[None]])  # V_{t+1}
+    next_values = np.concatenate([values[1:], next_value[None]])  # V_{t+1}: CleanRL's nextvalues
     deltas = rewards + gamma * (1.0 - terminations) * next_values - values
-    decays = gamma * gae_lambda * (1.0 - dones)  # everything but the recursion, computed at once
+    decays = gamma * gae_lambda * (1.0 - dones)
     advantages = np.zeros_like(rewards)
     last_advantage = np.zeros_like(next_value)
     for t in reversed(range(len(rewards))):
-        last_advantage = deltas[t] + decays[t] * last_advantage
-        advantages[t] = last_advantage
+        advantages[t] = last_advantage = deltas[t] + decays[t] * last_advantage
     return advantages
 
 
 def compute_mc_returns(rewards, values, next_value, terminations, truncations, gamma):
-    """Monte-Carlo (discounted) returns, run backwards in time; arrays as in compute_gae.
+    """Monte-Carlo (discounted) returns, backwards through the rollout; arrays as in compute_gae.
 
         G_t = r_t + gamma * ((1 - done_t) * G_{t+1} + (1 - terminated_t) * truncated_t * V_{t+1})
 
-    The rollout may cut an episode: the return after the last step is bootstrapped
-    with next_value, and a truncated episode with the value of its final observation.
-    A step can be both terminated and truncated (the pole falls on the time limit's step):
-    the termination wins, there is no future.
+    Where the rollout cuts an episode, the return after the last step is next_value; a truncated
+    episode ends with the value of its final observation. A step both terminated and truncated (the
+    pole falls on the time limit's step) is a termination: there is no future.
     """
     terminations, truncations = terminations.astype(np.float32), truncations.astype(np.float32)
     dones = np.maximum(terminations, truncations)
@@ -367,114 +258,382 @@ def compute_mc_returns(rewards, values, next_value, terminations, truncations, g
     returns = np.zeros_like(rewards)
     next_return = next_value
     for t in reversed(range(len(rewards))):
-        next_return = rewards[t] + gamma * ((1.0 - dones[t]) * next_return + truncations[t] * next_values[t])
-        returns[t] = next_return
+        returns[t] = next_return = rewards[t] + gamma * ((1.0 - dones[t]) * next_return + truncations[t] * next_values[t])
     return returns
 
 
-def ppo_loss(agent, obs, actions, old_log_probs, old_values, advantages, returns, args):
-    """The clipped-surrogate PPO loss on one minibatch. Returns (loss, stats dict)."""
-    _, new_log_prob, entropy, new_value = agent.get_action_and_value(obs, actions)
-    log_ratio = new_log_prob - old_log_probs
-    ratio = log_ratio.exp()
+def ppo_loss(agent, obs, actions, old_logprobs, old_values, advantages, returns, args):
+    """The clipped-surrogate PPO loss on one minibatch: (loss, dict of detached statistics)."""
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
+    logratio = newlogprob - old_logprobs
+    ratio = logratio.exp()
 
     with torch.no_grad():
-        # KL(old || new) estimators: the naive -log r, and (r - 1) - log r, which is unbiased
-        # and never negative (http://joschu.net/blog/kl-approx.html).
-        old_approx_kl = (-log_ratio).mean()
-        approx_kl = ((ratio - 1) - log_ratio).mean()
+        # calculate approx_kl http://joschu.net/blog/kl-approx.html: the naive -log r, and
+        # (r - 1) - log r, unbiased and never negative
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
 
     if args.norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
-    # Policy loss: maximise min(r * A, clip(r, 1 - eps, 1 + eps) * A), written as a minimisation.
+    # Policy loss: maximise min(r * A, clip(r, 1 - eps, 1 + eps) * A), written as a minimisation
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
     pg_loss = torch.max(pg_loss1, pg_loss2).mean()
 
-    # Value loss, optionally clipped around the rollout's value like the policy.
+    # Value loss, optionally clipped around the rollout's value, like the policy
     if args.clip_vloss:
-        v_loss_unclipped = (new_value - returns) ** 2
-        v_clipped = old_values + torch.clamp(new_value - old_values, -args.clip_coef, args.clip_coef)
+        v_loss_unclipped = (newvalue - returns) ** 2
+        v_clipped = old_values + torch.clamp(newvalue - old_values, -args.clip_coef, args.clip_coef)
         v_loss_clipped = (v_clipped - returns) ** 2
         v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
     else:
-        v_loss = 0.5 * ((new_value - returns) ** 2).mean()
+        v_loss = 0.5 * ((newvalue - returns) ** 2).mean()
 
     entropy_loss = entropy.mean()
     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-    stats = dict(policy_loss=pg_loss, value_loss=v_loss, entropy=entropy_loss,
+    stats = dict(policy_loss=pg_loss.detach(), value_loss=v_loss.detach(), entropy=entropy_loss.detach(),
                  old_approx_kl=old_approx_kl, approx_kl=approx_kl, clipfrac=clipfrac)
     return loss, stats
 
 
-class Adam:
-    """Adam (Kingma & Ba, 2015) with gradient-norm clipping, over one flat vector of parameters.
+def train(args: Args) -> Agent:
+    run = open_run(args)  # checks flags and env (one-line errors), makes runs/{run_name} or reopens a resumed run
+    args = run.args
+    batch_size = args.num_envs * args.num_steps
+    num_iterations = args.total_timesteps // batch_size
 
-    The update of torch.optim.Adam followed by nn.utils.clip_grad_norm_: with g the gradient,
-    clipped to norm max_grad_norm, and t the number of steps taken,
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    torch.set_num_threads(1)  # not in CleanRL: at these sizes more threads only add synchronisation
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    envs = make_envs(args, f"videos/{run.name}" if args.capture_video else None)
+    agent = Agent(envs).to(device)
+    optimizer = ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
+    # = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5), with CleanRL's
+    #   nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm) inside its step() (ClippedAdam, below)
+    start_iteration = restore_checkpoint(run, agent, optimizer, envs)  # 0, or the iteration a resumed run reached
+    writer = open_writer(run, start_iteration * batch_size)  # TensorBoard in runs/{run_name}, the flags as a table
+
+    # ALGO Logic: Storage setup, (num_steps, num_envs, ...). What the agent sees and does stays on the
+    # device; what only the env produces stays in numpy, where the advantages are computed.
+    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape, device=device,
+                          dtype=torch.float32 if agent.continuous else torch.long)
+    rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    terminations = np.zeros((args.num_steps, args.num_envs), dtype=bool)
+    truncations = np.zeros((args.num_steps, args.num_envs), dtype=bool)
+    resets = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # CleanRL's `dones`, repurposed (ROLLOUT)
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = start_step = start_iteration * batch_size
+    start_time = time.time()
+    next_obs, _ = envs.reset(seed=args.seed + start_iteration * args.num_envs)  # resumed: new episodes, new seeds
+    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+    next_done = np.zeros(args.num_envs, dtype=bool)
+    episode_returns = []  # every finished episode's return, for the console
+
+    # Ctrl-C or SIGTERM sets stop.signum: the iteration ends, then the run. (The writer is closed, its
+    # logs flushed, however the loop ends.)
+    with stop_on_signal() as stop, writer:
+        for iteration in range(start_iteration + 1, num_iterations + 1):
+            # Annealing the rate if instructed to do so: linearly toward 0 over training
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+            # ROLLOUT: num_steps steps in every env with the current policy, which only acts here
+            # (inference mode: no autograd bookkeeping at all). Gymnasium 1.x resets a finished env on
+            # its next step (NEXT_STEP autoreset): that step ignores the action and returns reward 0
+            # and the new episode's first observation. It is no transition: `resets` marks it, and
+            # the update leaves it out.
+            episodes = []  # (global_step, return, length) of each episode that ends
+            with torch.inference_mode():
+                for step in range(args.num_steps):
+                    global_step += args.num_envs
+                    obs[step] = next_obs
+                    resets[step] = next_done
+                    action = agent.get_action(next_obs)  # log-probs and values: after the rollout, batched
+                    actions[step] = action
+
+                    next_obs, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+                    rewards[step], terminations[step], truncations[step] = reward, terminated, truncated
+                    next_done = terminated | truncated
+                    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
+                    if "episode" in infos:  # RecordEpisodeStatistics, on the step that ends an episode
+                        for i in np.flatnonzero(infos["_episode"]):
+                            episodes.append((global_step, infos["episode"]["r"][i], infos["episode"]["l"][i]))
+
+            # The rollout policy's log-probs and values of all its steps, in one call: the weights did
+            # not move during the rollout, so these are the numbers CleanRL computes step by step in it.
+            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
+            b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
+            with torch.no_grad():  # (not inference mode: these tensors enter the loss)
+                _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions)
+                next_value = agent.get_value(next_obs)  # bootstraps the steps after the rollout
+
+            # ADVANTAGES, backwards through the rollout, in numpy (128 tiny steps: cheaper than torch ops)
+            values = b_values.cpu().numpy().reshape(args.num_steps, args.num_envs)
+            next_value = next_value.cpu().numpy()
+            if args.adv_estimator == "gae":
+                advantages = compute_gae(rewards, values, next_value, terminations, truncations,
+                                         args.gamma, args.gae_lambda)
+                returns = advantages + values
+            else:
+                returns = compute_mc_returns(rewards, values, next_value, terminations, truncations, args.gamma)
+                advantages = returns - values
+            b_advantages = torch.as_tensor(advantages.reshape(-1), device=device)
+            b_returns = torch.as_tensor(returns.reshape(-1), device=device)
+
+            # UPDATE: optimizing the policy and value network, on the real transitions only
+            b_inds = np.flatnonzero(~resets.reshape(-1))  # CleanRL: np.arange(args.batch_size)
+            update_stats = []
+            for epoch in range(args.update_epochs):
+                np.random.shuffle(b_inds)
+                for mb_inds in np.array_split(b_inds, args.num_minibatches):  # = b_inds[start:end] for each start
+                    mb_inds = torch.as_tensor(mb_inds, device=device)
+                    loss, stats = ppo_loss(agent, b_obs[mb_inds], b_actions[mb_inds], b_logprobs[mb_inds],
+                                           b_values[mb_inds], b_advantages[mb_inds], b_returns[mb_inds], args)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()  # = nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm); step()
+                    update_stats.append(stats)
+                if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
+                    break
+            stats = {name: torch.stack([s[name] for s in update_stats]) for name in stats}  # (updates,) each
+            check_finite(iteration, stats, agent)  # a NaN stops the run here, before it reaches a checkpoint
+
+            # LOGGING, once per iteration: the last minibatch's statistics (clipfrac: the mean), as CleanRL
+            for episode_step, episode_return, episode_length in episodes:
+                writer.add_scalar("charts/episodic_return", episode_return, episode_step)
+                writer.add_scalar("charts/episodic_length", episode_length, episode_step)
+                episode_returns.append(float(episode_return))
+            y_pred, y_true = values.reshape(-1)[b_inds], returns.reshape(-1)[b_inds]
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            logged = {name: value[-1].item() for name, value in stats.items()}
+            logged["clipfrac"] = stats["clipfrac"].mean().item()
+            for name, value in logged.items():
+                writer.add_scalar(f"losses/{name}", value, global_step)
+            writer.add_scalar("losses/explained_variance", explained_var, global_step)
+            sps = int((global_step - start_step) / (time.time() - start_time))
+            writer.add_scalar("charts/SPS", sps, global_step)
+            if iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
+                print_progress(global_step, num_iterations * batch_size, episode_returns, sps, time.time() - start_time)
+            if args.checkpoint_every and iteration % args.checkpoint_every == 0:
+                save_checkpoint(run, iteration, agent, optimizer, envs)
+            if stop.signum:  # Ctrl-C or SIGTERM: finish_run writes the checkpoint and exits 130 / 143
+                break
+
+        finish_run(run, writer, global_step // batch_size, agent, optimizer, envs, stop)  # checkpoint, model, eval
+    return agent
+
+
+# ==================================================================================================
+# Plumbing: what a first reading skips. The optimizer's internals; checking the flags and the env;
+# run directories; checkpoints and resume; Ctrl-C and SIGTERM; evaluation; the command line.
+# ==================================================================================================
+
+
+class ClippedAdam:
+    """= optim.Adam(params, lr, eps), with nn.utils.clip_grad_norm_(params, max_grad_norm) before each step.
+
+    The same update (a test checks it against both): with g the gradient, clipped to a global norm
+    of max_grad_norm, and t the number of steps taken,
         m = beta1 * m + (1 - beta1) * g,      v = beta2 * v + (1 - beta2) * g^2
         theta -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
-    Why not torch.optim.Adam: at these sizes each op costs its call overhead, not its
-    arithmetic, and clipping plus Adam there run several ops per parameter tensor (12 here),
-    where this runs a handful in all: 1.3x faster updates. It also skips torch.optim's import of
-    torch._dynamo, about 1.3 s of every run's start-up. The model's parameters become views
-    into one vector, `self.flat_params`, so updating that vector updates the model.
+    computed over one flat vector of all the gradients. Why: at these sizes each torch op costs its
+    call overhead, not its arithmetic; clipping plus torch.optim's Adam run several ops per
+    parameter tensor, this about a dozen in all, and it skips torch.optim's import of torch._dynamo
+    (about 1 s of start-up). docs/speed.md has the measured figures.
+
+    Like torch.optim: `param_groups[0]["lr"]` is the learning rate, `zero_grad()` clears the
+    gradients, a parameter without a gradient (an unused or a frozen layer) is skipped, and a
+    parameter listed twice (a shared layer) counts once. Unlike it, the same parameters must have
+    gradients at every step, on the device and dtype of the first step: otherwise step() says so.
     """
 
-    def __init__(self, parameters, lr: float, eps: float, betas=(0.9, 0.999)):
-        self.parameters = list(parameters)
-        self.flat_params = torch.cat([p.detach().flatten() for p in self.parameters])
-        offset = 0
-        for p in self.parameters:
-            p.data = self.flat_params[offset:offset + p.numel()].view_as(p)
-            offset += p.numel()
-        self.exp_avg = torch.zeros_like(self.flat_params)  # m
-        self.exp_avg_sq = torch.zeros_like(self.flat_params)  # v
+    def __init__(self, params, lr: float, eps: float = 1e-8, max_grad_norm: float = math.inf, betas=(0.9, 0.999)):
+        self.params = list(dict.fromkeys(params))  # a shared parameter, listed twice, counts once
+        self.param_groups = [{"params": self.params, "lr": lr}]
+        self.eps, self.betas, self.max_grad_norm = eps, betas, max_grad_norm
+        self.has_grad = None  # which parameters have gradients: set by the first step
+        self.exp_avg = self.exp_avg_sq = None  # m and v over those parameters, one flat vector each
         self.steps_taken = 0
-        self.lr, self.eps, self.betas = lr, eps, betas
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
 
     @torch.no_grad()
-    def step(self, max_grad_norm: float) -> None:
-        """Update the parameters from their .grad, then clear the gradients."""
-        grad = torch.cat([p.grad.flatten() for p in self.parameters])
-        for p in self.parameters:
-            p.grad = None
-        grad *= (max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s formula
+    def step(self) -> None:
+        has_grad = [p.grad is not None for p in self.params]
+        if self.has_grad is None:
+            self.has_grad = has_grad
+        if has_grad != self.has_grad or not any(has_grad):
+            raise TrainingError("the optimizer's parameters with a gradient changed after its first step (a layer "
+                                "frozen, unfrozen or replaced mid-run?): build the optimizer after such edits, "
+                                "or use torch.optim, which allows it")
+        params = [p for p, g in zip(self.params, has_grad) if g]
+        grad = torch.cat([p.grad.flatten() for p in params])
+        if self.exp_avg is None:
+            self.exp_avg, self.exp_avg_sq = torch.zeros_like(grad), torch.zeros_like(grad)
+        if grad.shape != self.exp_avg.shape or grad.dtype != self.exp_avg.dtype or grad.device != self.exp_avg.device:
+            raise TrainingError(f"the model changed after the optimizer's state was made ({grad.numel()} "
+                                f"{grad.dtype} values on {grad.device}, the state has {self.exp_avg.numel()} "
+                                f"{self.exp_avg.dtype} on {self.exp_avg.device}): move or edit the model first, "
+                                "then build the optimizer")
+        grad *= (self.max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s formula
         self.steps_taken += 1
         beta1, beta2 = self.betas
         self.exp_avg.lerp_(grad, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = (self.exp_avg_sq / (1 - beta2 ** self.steps_taken)).sqrt_().add_(self.eps)
-        self.flat_params.addcdiv_(self.exp_avg, denom, value=-self.lr / (1 - beta1 ** self.steps_taken))
+        update = (self.exp_avg / denom).mul_(-self.param_groups[0]["lr"] / (1 - beta1 ** self.steps_taken))
+        for p, p_update in zip(params, update.split([p.numel() for p in params])):
+            p.add_(p_update.view_as(p))
 
     def state_dict(self) -> dict:
-        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps_taken": self.steps_taken}
+        return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps_taken": self.steps_taken,
+                "has_grad": self.has_grad, "lr": self.param_groups[0]["lr"]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.exp_avg.copy_(state["exp_avg"])
-        self.exp_avg_sq.copy_(state["exp_avg_sq"])
-        self.steps_taken = state["steps_taken"]
+        if state.get("has_grad") is not None and len(state["has_grad"]) != len(self.params):
+            raise ValueError(f"the state is for {len(state['has_grad'])} parameter tensors, "
+                             f"this optimizer has {len(self.params)}")
+        device = self.params[0].device
+        self.has_grad, self.steps_taken = state["has_grad"], state["steps_taken"]
+        self.exp_avg = None if state["exp_avg"] is None else state["exp_avg"].to(device)
+        self.exp_avg_sq = None if state["exp_avg_sq"] is None else state["exp_avg_sq"].to(device)
+        self.param_groups[0]["lr"] = state["lr"]
 
 
-CHECKPOINT_FORMAT = "ppo.py checkpoint v2"  # v1 held torch.optim.Adam's state
+class ConfigError(ValueError):
+    """Bad flags, env or checkpoint: reported as one line, exit code 2, before anything is written."""
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss, an unwritable checkpoint): reported as one line."""
+    """Training cannot go on (a non-finite loss, an unwritable checkpoint): reported as one line, exit code 1."""
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM stopped training after a checkpoint was written."""
+    """SIGINT or SIGTERM stopped training (after a checkpoint, unless --checkpoint-every 0)."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
-# Flags that change what a resumed run computes: a resume keeps the checkpoint's values.
-RESUME_FIXED = ["env_id", "num_envs", "num_steps", "exp_name", "seed", "total_timesteps"]
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The flags of a command line (sys.argv when None), over the defaults the env or the run gives.
+
+    The flags given always win. The others take CleanRL's ppo.py defaults (the values in Args),
+    BOX_DEFAULTS for a Box action space, or with --resume the resumed run's own values.
+    From Python, `parse_args(["--env-id", "Pendulum-v1"])` gives the Args the command line would.
+    """
+    args = tyro.cli(Args, args=argv)  # what was asked: which env, which run to resume
+    if args.resume:
+        saved = load_checkpoint(args.resume)["args"]
+        defaults = replace(Args(), **{f.name: saved[f.name] for f in fields(Args) if f.name in saved})
+    elif isinstance(probe_env(args.env_id)[1], gym.spaces.Box):
+        defaults = replace(Args(), **BOX_DEFAULTS)
+    else:
+        return args
+    return tyro.cli(Args, args=argv, default=defaults)  # the same flags, over those defaults
+
+
+def probe_env(env_id: str):
+    """(observation space, action space) of the env, made once to check the id, its spaces and its
+    autoreset mode. Anything wrong is a one-line ConfigError."""
+    try:
+        envs = gym.make_vec(env_id, num_envs=1)
+    except gym.error.DependencyNotInstalled as e:
+        extra = " (pip install -r requirements-mujoco.txt)" if "mujoco" in str(e).lower() else ""
+        raise ConfigError(f"{env_id} needs a package that is not installed{extra}: {first_line(e)}") from None
+    except gym.error.Error as e:
+        name = env_id.split(":")[-1]
+        close = difflib.get_close_matches(name, list(gym.registry.keys()), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown env id '{env_id}' ({type(e).__name__}){hint}") from None
+    except ModuleNotFoundError as e:  # the `module` of a `module:Env-v0` id
+        reason = str(e).split(". ")[0]
+        raise ConfigError(f"env id '{env_id}': cannot import module '{env_id.split(':')[0]}' ({reason})") from None
+    observation_space, action_space = envs.single_observation_space, envs.single_action_space
+    autoreset_mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+    envs.close()
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise ConfigError(f"{env_id} has action space {action_space}; this script supports Discrete and Box action spaces")
+    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
+        raise ConfigError(f"{env_id} has observation space {observation_space}; the MLP agent needs a flat Box (a vector)")
+    if autoreset_mode != gym.vector.AutoresetMode.NEXT_STEP:
+        raise ConfigError(f"{env_id}'s vector env autoresets in {autoreset_mode.name} mode; the rollout "
+                          "needs NEXT_STEP (gymnasium's default)")
+    return observation_space, action_space
+
+
+def with_plain_action_space(envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
+    """The agent picks Discrete actions from 0 and Box actions as a vector: shift Discrete(n, start=k)
+    actions by k, and reshape a Box of more dimensions, on their way to the env."""
+    space = envs.single_action_space
+    if isinstance(space, gym.spaces.Discrete) and space.start != 0:
+        return gym.wrappers.vector.TransformAction(envs, lambda action: action + space.start,
+                                                   single_action_space=gym.spaces.Discrete(space.n))
+    if isinstance(space, gym.spaces.Box) and len(space.shape) > 1:
+        flat = gym.spaces.Box(space.low.reshape(-1), space.high.reshape(-1), dtype=space.dtype)
+        return gym.wrappers.vector.TransformAction(envs, lambda action: action.reshape((-1,) + space.shape),
+                                                   single_action_space=flat)
+    return envs
+
+
+def check_args(args: Args) -> None:
+    """Refuse bad flags or an unsupported env, in one line, before anything is written."""
+    probe_env(args.env_id)
+    for name in ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                 "clip_coef", "max_grad_norm"]:
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ["ent_coef", "vf_coef", "checkpoint_every", "eval_episodes"]:
+        if not getattr(args, name) >= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ["gamma", "gae_lambda"]:
+        if not 0 <= getattr(args, name) <= 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if not args.clip_coef < 1:
+        raise ConfigError(f"--clip-coef must be in (0, 1), got {args.clip_coef}")
+    if args.target_kl is not None and not args.target_kl > 0:
+        raise ConfigError(f"--target-kl must be positive, got {args.target_kl}")
+    if not args.exp_name or "/" in args.exp_name or args.exp_name.startswith("."):
+        raise ConfigError(f"--exp-name must be a plain name (part of a directory name), got {args.exp_name!r}")
+    if args.eval_only and (args.model_path is None or args.eval_episodes == 0):
+        raise ConfigError("--eval-only needs --model-path PATH and --eval-episodes N")
+    if args.model_path is not None and not args.eval_only:
+        raise ConfigError("--model-path is read only with --eval-only")
+    if args.eval_only and args.resume:
+        raise ConfigError("--eval-only and --resume exclude each other")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        raise ConfigError(f"num_envs * num_steps = {batch_size} is not divisible by --num-minibatches {args.num_minibatches}")
+    # Reset steps leave the batch: up to half of each env's steps when every episode lasts one step.
+    # Each minibatch must keep 2 real transitions (advantage normalisation takes their std).
+    fewest_real = args.num_envs * (args.num_steps // 2)
+    if fewest_real < 2 * args.num_minibatches:
+        raise ConfigError(f"--num-minibatches {args.num_minibatches} is too many for {args.num_envs} envs x "
+                          f"{args.num_steps} steps: if episodes end often, as few as {fewest_real} transitions are "
+                          f"real (reset steps are left out), and each minibatch needs 2")
+    if args.total_timesteps < batch_size:
+        raise ConfigError(f"--total-timesteps {args.total_timesteps} is smaller than one batch "
+                          f"(num_envs * num_steps = {batch_size})")
+    for flag, module in [("track", "wandb"), ("capture_video", "moviepy")]:
+        if getattr(args, flag) and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"--{flag.replace('_', '-')} needs the '{module}' package: pip install {module}")
 
 
 def first_line(e: Exception) -> str:
@@ -483,12 +642,90 @@ def first_line(e: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-def get_device(args: Args) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+@dataclass
+class Run:
+    """A training run: its flags, its name (runs/{name}), its directory, and on --resume the checkpoint it continues."""
+
+    args: Args
+    name: str
+    dir: str
+    checkpoint: dict | None = None
 
 
-def save_checkpoint(path: str, checkpoint: dict) -> None:
-    """Write atomically: a crash leaves the old checkpoint or the new one, never half of one."""
+# Flags a resumed run cannot change: they decide what the agent sees, and the shape and length of the run.
+RESUME_FIXED = ["env_id", "seed", "num_envs", "num_steps", "total_timesteps", "exp_name", "gamma",
+                "norm_obs", "norm_reward", "clip_action"]
+
+
+def open_run(args: Args) -> Run:
+    """Check everything that can be refused, then make runs/{run_name} and start wandb; with
+    --resume, reopen the checkpoint's run in the directory it lies in."""
+    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    if checkpoint is not None:
+        saved = checkpoint["args"]
+        changed = [name for name in RESUME_FIXED if getattr(args, name) != saved[name]]
+        if changed:
+            flags = ", ".join(f"--{name.replace('_', '-')} (was {saved[name]!r}, now {getattr(args, name)!r})"
+                              for name in changed)
+            raise ConfigError(f"cannot change {flags} when resuming; start a new run instead")
+    check_args(args)
+    if args.eval_only:
+        raise ConfigError("train() trains; --eval-only is evaluate_saved_model(args), as the command line calls it")
+    if checkpoint is not None:
+        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
+        run = Run(args, checkpoint["run_name"], run_dir, checkpoint)
+    else:
+        run_name = new_run_dir(args)
+        run = Run(args, run_name, f"runs/{run_name}")
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run.name, id=run.name, resume="allow", save_code=True)
+    return run
+
+
+def new_run_dir(args: Args) -> str:
+    """runs/{env_id}__{exp_name}__{seed}__{unix time}: a new directory, never an old run's."""
+    run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    try:
+        os.makedirs("runs", exist_ok=True)
+        for suffix in [""] + [f"_{i}" for i in range(1, 1000)]:
+            try:  # mkdir is atomic: two runs started in the same second get different directories
+                os.mkdir(f"runs/{run_name}{suffix}")
+                return run_name + suffix
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise ConfigError(f"cannot create the run directory in {os.path.abspath('runs')}: {e.strerror}") from None
+    raise ConfigError(f"runs/{run_name}: 1000 runs of that name already exist")
+
+
+def open_writer(run: Run, start_step: int) -> SummaryWriter:
+    """TensorBoard in the run's directory, with the flags as a table at the step training starts from.
+    purge_step: on resume, TensorBoard hides what the old process logged after its checkpoint."""
+    writer = SummaryWriter(run.dir, purge_step=start_step + 1 if run.checkpoint else None)
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
+                    "\n".join(f"|{key}|{value}|" for key, value in asdict(run.args).items()), start_step)
+    return writer
+
+
+CHECKPOINT_FORMAT = "ppo.py checkpoint v3"  # v2: the agent held observation statistics, Adam parameter views
+
+
+def save_checkpoint(run: Run, iteration: int, agent: Agent, optimizer, envs: gym.vector.VectorEnv) -> None:
+    """Everything the run needs to go on from this iteration, written atomically: a crash leaves the
+    old checkpoint or the new one, never half of one."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT, "args": asdict(run.args), "run_name": run.name,
+        "iteration": iteration, "global_step": iteration * run.args.num_envs * run.args.num_steps,
+        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "env_stats": get_env_stats(envs),
+        "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state,
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
+    }
+    path = f"{run.dir}/checkpoint.pt"
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
@@ -522,22 +759,42 @@ def load_checkpoint(path: str) -> dict:
     return checkpoint
 
 
-def resumed_args(args: Args, saved: dict) -> Args:
-    """The checkpoint's flags, with the ones given now that do not change the experiment."""
-    given = {k: v for k, v in asdict(args).items() if v != getattr(Args(), k) and k != "resume"}
-    changed = [k for k in RESUME_FIXED if k in given and given[k] != saved[k]]
-    if changed:
-        flags = ", ".join(f"--{k.replace('_', '-')} (was {saved[k]!r})" for k in changed)
-        raise ConfigError(f"cannot change {flags} when resuming; start a new run instead")
-    return replace(Args(**saved), **given, resume=args.resume)
+def restore_checkpoint(run: Run, agent: Agent, optimizer, envs: gym.vector.VectorEnv) -> int:
+    """Load a resumed run's agent, optimizer, env statistics and random states; returns the iterations
+    it has done (0 for a new run). A checkpoint that does not fit (an edited Agent) is a ConfigError."""
+    checkpoint = run.checkpoint
+    if checkpoint is None:
+        return 0
+    try:
+        agent.load_state_dict(checkpoint["agent"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"the checkpoint in {run.dir} does not fit this agent or optimizer: {first_line(e)}") from None
+    set_env_stats(envs, checkpoint["env_stats"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    numpy_state = checkpoint["rng"]["numpy"]
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state(numpy_state)
+    if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    return checkpoint["iteration"]
 
 
 NORMALIZERS = {"obs": (gym.wrappers.vector.NormalizeObservation, "obs_rms"),
                "return": (gym.wrappers.vector.NormalizeReward, "return_rms")}
 
 
+def find_wrapper(envs: gym.vector.VectorEnv, wrapper_type: type):
+    """The wrapper of that type in the envs' stack of wrappers, or None."""
+    while isinstance(envs, gym.vector.VectorWrapper):
+        if isinstance(envs, wrapper_type):
+            return envs
+        envs = envs.env
+    return None
+
+
 def get_env_stats(envs: gym.vector.VectorEnv) -> dict:
-    """The running statistics of the normalisation wrappers (continuous actions), for checkpoints."""
+    """The running statistics of the normalisation wrappers (--norm-obs, --norm-reward), as tensors."""
     stats = {}
     for name, (wrapper_type, attr) in NORMALIZERS.items():
         wrapper = find_wrapper(envs, wrapper_type)
@@ -552,28 +809,112 @@ def set_env_stats(envs: gym.vector.VectorEnv, stats: dict) -> None:
         wrapper = find_wrapper(envs, wrapper_type)
         if wrapper is not None and name in stats:
             rms = getattr(wrapper, attr)
-            rms.mean, rms.var, rms.count = stats[name]["mean"].numpy(), stats[name]["var"].numpy(), stats[name]["count"]
+            rms.mean, rms.var = stats[name]["mean"].numpy().copy(), stats[name]["var"].numpy().copy()
+            rms.count = stats[name]["count"]
 
 
-def store_obs_stats(agent: Agent, envs: gym.vector.VectorEnv) -> None:
-    """Copy the observation-normalisation statistics into the agent, which is saved with them."""
-    normalizer = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
-    if normalizer is not None:
-        agent.obs_mean.copy_(torch.as_tensor(normalizer.obs_rms.mean))
-        agent.obs_var.copy_(torch.as_tensor(normalizer.obs_rms.var))
+class stop_on_signal:
+    """`with stop_on_signal() as stop:` a SIGINT (Ctrl-C) or SIGTERM sets `stop.signum` instead of
+    ending the process, so that training can finish its iteration and checkpoint. A second one
+    quits at once (checkpoints are replaced atomically, so none is left half-written)."""
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            self.previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def request_stop(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again to quit at once)", flush=True)
+
+    def __exit__(self, *exc_info):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
 
 
-def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str | None) -> np.ndarray:
-    """Returns of `episodes` episodes played with the greedy policy, on a fresh env."""
-    envs = make_envs(replace(args, num_envs=1), video_folder)
-    normalizer = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
-    if normalizer is not None:  # the agent's own statistics, frozen
+def check_finite(iteration: int, stats: dict, agent: Agent) -> None:
+    """A non-finite loss or weight would poison every later update and checkpoint: stop the run."""
+    for name, values in stats.items():
+        if not torch.isfinite(values).all():
+            raise TrainingError(f"iteration {iteration}: {name} is not finite ({values[-1].item()})")
+    for name, param in agent.named_parameters():
+        if not torch.isfinite(param).all():
+            raise TrainingError(f"iteration {iteration}: parameter {name} is not finite")
+
+
+def print_progress(global_step: int, total_steps: int, episode_returns: list, sps: int, elapsed: float) -> None:
+    recent = f"{np.mean(episode_returns[-20:]):.2f}" if episode_returns else "n/a"
+    left = (total_steps - global_step) / max(sps, 1)
+    print(f"step {global_step:,}/{total_steps:,} ({global_step / total_steps:.0%})  mean return (last 20) {recent}  "
+          f"SPS {sps:,}  elapsed {format_seconds(elapsed)}  left {format_seconds(left)}", flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def finish_run(run: Run, writer: SummaryWriter, iteration: int, agent: Agent, optimizer, envs, stop) -> None:
+    """After the loop: the last checkpoint; then, unless a signal stopped the run, the model and the
+    evaluation. A signal, even one during saving or evaluation, exits 130 / 143 (TrainingInterrupted)."""
+    args = run.args
+    if args.checkpoint_every and iteration % args.checkpoint_every != 0:
+        save_checkpoint(run, iteration, agent, optimizer, envs)
+    obs_stats = get_env_stats(envs).get("obs")  # the statistics the agent was trained with, if any
+    envs.close()
+    if stop.signum is None and args.save_model:
+        model_path = f"{run.dir}/{args.exp_name}.cleanrl_model"
+        torch.save(model_state_dict(agent, obs_stats), model_path)
+        print(f"model saved to {model_path}")
+    if stop.signum is None and args.eval_episodes:
+        device = next(agent.parameters()).device
+        eval_returns = evaluate(agent, args, args.eval_episodes, device,
+                                f"videos/{run.name}/eval" if args.capture_video else None, obs_stats, stop)
+        log_evaluation(writer, eval_returns)
+    writer.close()
+    if args.track:
+        import wandb
+
+        wandb.finish()
+    if stop.signum is not None:
+        if args.checkpoint_every:
+            script = sys.argv[0] if sys.argv[0].endswith(".py") else "ppo.py"
+            print(f"checkpoint saved at step {iteration * args.num_envs * args.num_steps:,}; resume with:\n"
+                  f"  python {script} --resume {run.dir}", flush=True)
+        else:
+            print("stopped without a checkpoint (--checkpoint-every 0)", flush=True)
+        raise TrainingInterrupted(stop.signum)
+
+
+def model_state_dict(agent: Agent, obs_stats: dict | None) -> dict:
+    """What --save-model writes: the agent's state_dict (as CleanRL), plus the observation statistics
+    `obs_rms.mean` and `obs_rms.var` when it was trained on normalised observations."""
+    state = agent.state_dict()
+    if obs_stats is not None:
+        state["obs_rms.mean"], state["obs_rms.var"] = obs_stats["mean"], obs_stats["var"]
+    return state
+
+
+def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str | None = None,
+             obs_stats: dict | None = None, stop=None) -> np.ndarray:
+    """Returns of `episodes` episodes of the greedy policy on a fresh env, observations normalised
+    with the given statistics (frozen) when there are any. A stop signal ends it early."""
+    envs = make_envs(replace(args, num_envs=1, norm_obs=obs_stats is not None, norm_reward=False), video_folder)
+    if obs_stats is not None:
+        normalizer = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
         normalizer.update_running_mean = False
-        normalizer.obs_rms.mean = agent.obs_mean.cpu().double().numpy()
-        normalizer.obs_rms.var = agent.obs_var.cpu().double().numpy()
+        normalizer.obs_rms.mean = obs_stats["mean"].double().numpy().copy()
+        normalizer.obs_rms.var = obs_stats["var"].double().numpy().copy()
     obs, _ = envs.reset(seed=args.seed + 100_000)  # not the seeds training started from
     returns = []
-    while len(returns) < episodes:
+    while len(returns) < episodes and not (stop is not None and stop.signum):
         with torch.inference_mode():
             action = agent.get_greedy_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
         obs, _, _, _, info = envs.step(action.cpu().numpy())
@@ -583,278 +924,55 @@ def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str 
     return np.array(returns)
 
 
-def new_run_dir(args: Args) -> str:
-    """runs/{env_id}__{exp_name}__{seed}__{unix time}: a new directory, never an old run's."""
-    run_name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    try:
-        os.makedirs("runs", exist_ok=True)
-        for suffix in [""] + [f"_{i}" for i in range(1, 1000)]:
-            try:  # mkdir is atomic: two runs started in the same second get different directories
-                os.mkdir(f"runs/{run_name}{suffix}")
-                return run_name + suffix
-            except FileExistsError:
-                continue
-    except OSError as e:
-        raise ConfigError(f"cannot create the run directory in {os.path.abspath('runs')}: {e.strerror}") from None
-    raise ConfigError(f"runs/{run_name}: 1000 runs of that name already exist")
-
-
-def train(args: Args) -> Agent:
-    # Everything that can be refused is checked before anything is written.
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
-    if checkpoint is not None:
-        args = resumed_args(args, checkpoint["args"])
-    args = check_args(args)
-    if args.eval_only:
-        return evaluate_saved_model(args)
-    batch_size = args.num_envs * args.num_steps
-    num_iterations = args.total_timesteps // batch_size
-
-    if checkpoint:  # the same run, in the directory its checkpoint lies in
-        run_name = checkpoint["run_name"]
-        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
-    else:
-        run_name = new_run_dir(args)
-        run_dir = f"runs/{run_name}"
-    checkpoint_path = f"{run_dir}/checkpoint.pt"
-    if args.track:
-        import wandb
-
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run_name, id=run_name, resume="allow", save_code=True)
-    start_iteration = checkpoint["iteration"] if checkpoint else 0  # iterations already done
-    # purge_step: on resume, TensorBoard hides whatever the old run logged after its checkpoint.
-    writer = SummaryWriter(run_dir, purge_step=start_iteration * batch_size + 1 if checkpoint else None)
-    if not checkpoint:
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
-                        "\n".join(f"|{key}|{value}|" for key, value in asdict(args).items()))
-
-    # Seeding: the same flags and seed give the same run on the CPU.
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
-    # At these sizes each torch op costs its call overhead, not arithmetic: more threads
-    # only add synchronisation (and are slower still when another process wants a core).
-    torch.set_num_threads(1)
-    device = get_device(args)
-
-    envs = make_envs(args, f"videos/{run_name}" if args.capture_video else None)
-    agent = Agent(envs).to(device)
-    optimizer = Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    shuffle_rng = np.random.default_rng(args.seed)
-    if checkpoint:
-        agent.load_state_dict(checkpoint["agent"])
-        set_env_stats(envs, checkpoint["env_stats"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        shuffle_rng.bit_generator.state = checkpoint["shuffle_rng"]
-
-    def write_checkpoint(iteration):
-        store_obs_stats(agent, envs)
-        save_checkpoint(checkpoint_path, {
-            "format": CHECKPOINT_FORMAT, "args": asdict(args), "run_name": run_name,
-            "iteration": iteration, "global_step": iteration * batch_size,
-            "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(), "shuffle_rng": shuffle_rng.bit_generator.state,
-            "env_stats": get_env_stats(envs),
-        })
-
-    if args.checkpoint_every and not checkpoint:
-        write_checkpoint(0)  # proves the directory is writable before any training
-
-    # Rollout storage, (num_steps, num_envs, ...). What the agent sees and does stays on the
-    # device; what only the env produces (rewards, episode ends) stays in numpy, where the
-    # advantages are computed.
-    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, device=device)
-    action_shape = envs.single_action_space.shape  # () for Discrete
-    actions = torch.zeros((args.num_steps, args.num_envs) + action_shape, device=device,
-                          dtype=torch.float32 if agent.continuous else torch.long)
-    rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    terminations = np.zeros((args.num_steps, args.num_envs), dtype=bool)
-    truncations = np.zeros((args.num_steps, args.num_envs), dtype=bool)
-    # resets[t] marks a step that only reset its env (NEXT_STEP autoreset): the action was
-    # ignored and the reward is 0. It is no transition, so it gets no weight in the update.
-    resets = np.zeros((args.num_steps, args.num_envs), dtype=bool)
-
-    global_step = start_iteration * batch_size
-    start_time = time.time()
-    # A resumed run starts new episodes from new seeds.
-    next_obs, _ = envs.reset(seed=args.seed + start_iteration * args.num_envs)
-    envs.action_space.seed(args.seed + start_iteration)
-    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-    next_done = np.zeros(args.num_envs, dtype=bool)
-    episode_returns = []  # every finished episode, for the console's running mean
-
-    # Ctrl-C or SIGTERM: finish the current env step, checkpoint, then stop. A second one quits at once.
-    stop_signal = []
-
-    def request_stop(signum, frame):
-        if stop_signal:
-            os._exit(128 + signum)  # checkpoints are replaced atomically, so none is left half-written
-        stop_signal.append(signum)
-        print(f"\n{signal.Signals(signum).name}: stopping after this step (again to quit at once)", flush=True)
-
-    handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    try:
-        for iteration in range(start_iteration + 1, num_iterations + 1):
-            # Anneal the learning rate linearly toward 0 over training (detail 4).
-            if args.anneal_lr:
-                frac = 1.0 - (iteration - 1.0) / num_iterations
-                optimizer.lr = frac * args.learning_rate
-
-            # ROLLOUT: play num_steps steps in every env with the current policy. It only acts, so
-            # no gradient is tracked (inference mode skips autograd's bookkeeping altogether).
-            finished = []  # (global_step, return, length), written to TensorBoard after the rollout
-            with torch.inference_mode():
-                for step in range(args.num_steps):
-                    global_step += args.num_envs
-                    obs[step] = next_obs
-                    resets[step] = next_done
-                    action = agent.get_action(next_obs)  # log-probs and values come after the rollout
-                    actions[step] = action
-
-                    next_obs, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
-                    rewards[step] = reward
-                    terminations[step] = terminated
-                    truncations[step] = truncated
-                    next_done = terminated | truncated
-                    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
-                    if "episode" in info:
-                        for i in np.flatnonzero(info["_episode"]):
-                            finished.append((global_step, info["episode"]["r"][i], info["episode"]["l"][i]))
-                    if stop_signal:
-                        break
-            if stop_signal:  # drop the partial rollout: the checkpoint is the state before it
-                write_checkpoint(iteration - 1)
-                writer.close()
-                print(f"checkpoint saved at step {(iteration - 1) * batch_size:,}; resume with:\n"
-                      f"  python {sys.argv[0] if sys.argv[0].endswith('ppo.py') else 'ppo.py'} --resume {run_dir}",
-                      flush=True)
-                raise TrainingInterrupted(stop_signal[0])
-
-            for step_done, episode_return, episode_length in finished:
-                writer.add_scalar("charts/episodic_return", episode_return, step_done)
-                writer.add_scalar("charts/episodic_length", episode_length, step_done)
-                episode_returns.append(float(episode_return))
-
-            # What the update needs from the rollout's policy, in one batched call rather than
-            # one per step: the log-prob of each action taken, and the value of each observation.
-            # The policy did not change during the rollout, so these are the same numbers.
-            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
-            b_actions = actions.reshape((-1,) + action_shape)
-            with torch.no_grad():  # (inference_mode tensors could not be used in the loss)
-                _, b_log_probs, _, b_values = agent.get_action_and_value(b_obs, b_actions)
-                next_value = agent.get_value(next_obs)  # bootstraps the steps after the rollout
-
-            # ADVANTAGES, computed backwards through the rollout (numpy, on the host).
-            values = b_values.cpu().numpy().reshape(args.num_steps, args.num_envs)
-            next_value = next_value.cpu().numpy()
-            if args.adv_estimator == "gae":
-                advantages = compute_gae(rewards, values, next_value, terminations, truncations,
-                                         args.gamma, args.gae_lambda)
-                returns = advantages + values
-            else:
-                returns = compute_mc_returns(rewards, values, next_value, terminations, truncations, args.gamma)
-                advantages = returns - values
-
-            # Flatten (num_steps, num_envs) into one batch and keep only real transitions.
-            b_advantages = torch.as_tensor(advantages.reshape(-1), device=device)
-            b_returns = torch.as_tensor(returns.reshape(-1), device=device)
-            b_valid = np.flatnonzero(~resets.reshape(-1))
-
-            # UPDATE: update_epochs passes over the batch, each shuffled into num_minibatches.
-            epoch_stats = []
-            for epoch in range(args.update_epochs):
-                for mb_inds in np.array_split(shuffle_rng.permutation(b_valid), args.num_minibatches):
-                    mb = torch.as_tensor(mb_inds, device=device)
-                    loss, stats = ppo_loss(agent, b_obs[mb], b_actions[mb], b_log_probs[mb], b_values[mb],
-                                           b_advantages[mb], b_returns[mb], args)
-                    loss.backward()
-                    optimizer.step(args.max_grad_norm)  # clips the gradient norm, then Adam
-                    epoch_stats.append(torch.stack(list(stats.values())))
-                if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
-                    break
-
-            # A non-finite loss or weight would poison every later update (and checkpoint): stop here.
-            all_stats = torch.stack(epoch_stats)  # (updates, len(stats))
-            for name, column in zip(stats.keys(), all_stats.T):
-                if not torch.isfinite(column).all():
-                    raise TrainingError(f"iteration {iteration}: {name} is not finite ({column.tolist()[-1]})")
-            for name, param in agent.named_parameters():
-                if not torch.isfinite(param).all():
-                    raise TrainingError(f"iteration {iteration}: parameter {name} is not finite")
-
-            # LOGGING, once per iteration: the last minibatch's losses (clipfrac averaged), as CleanRL.
-            logged = dict(zip(stats.keys(), all_stats[-1].tolist()))
-            logged["clipfrac"] = all_stats[:, list(stats).index("clipfrac")].mean().item()
-            y_pred, y_true = values.reshape(-1)[b_valid], returns.reshape(-1)[b_valid]
-            var_y = np.var(y_true)
-            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-            writer.add_scalar("charts/learning_rate", optimizer.lr, global_step)
-            for key, value in logged.items():
-                writer.add_scalar(f"losses/{key}", value, global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            sps = int((global_step - start_iteration * batch_size) / (time.time() - start_time))
-            writer.add_scalar("charts/SPS", sps, global_step)
-            if iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
-                recent = f"{np.mean(episode_returns[-20:]):8.2f}" if episode_returns else "     n/a"
-                print(f"step {global_step:>9,}  mean return (last 20) {recent}  SPS {sps:,}", flush=True)
-            if args.checkpoint_every and (iteration % args.checkpoint_every == 0 or iteration == num_iterations):
-                write_checkpoint(iteration)
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-        envs.close()
-
-    store_obs_stats(agent, envs)  # the agent leaves with the statistics it was trained on
-    if args.save_model:
-        model_path = f"{run_dir}/{args.exp_name}.cleanrl_model"
-        torch.save(agent.state_dict(), model_path)
-        print(f"model saved to {model_path}")
-    if args.eval_episodes:
-        eval_returns = evaluate(agent, args, args.eval_episodes, device,
-                                f"videos/{run_name}/eval" if args.capture_video else None)
-        log_evaluation(writer, eval_returns)
-    writer.close()
-    if args.track:
-        wandb.finish()
-    return agent
-
-
 def log_evaluation(writer: SummaryWriter, eval_returns: np.ndarray) -> None:
     for episode, episode_return in enumerate(eval_returns):
         writer.add_scalar("eval/episodic_return", episode_return, episode)
-    print(f"eval: mean return {eval_returns.mean():.2f} ± {eval_returns.std():.2f} "
-          f"over {len(eval_returns)} episodes (greedy policy)")
+    if len(eval_returns):
+        print(f"eval: mean return {eval_returns.mean():.2f} ± {eval_returns.std():.2f} "
+              f"over {len(eval_returns)} episodes (greedy policy)")
 
 
 def evaluate_saved_model(args: Args) -> Agent:
-    """--eval-only: load a saved model, evaluate it, log to a new run directory."""
-    device = get_device(args)
-    probe_envs = make_envs(replace(args, num_envs=1))
-    agent = Agent(probe_envs).to(device)
-    probe_envs.close()
+    """--eval-only: load a saved model, evaluate it, log to a new run directory. Observations are
+    normalised when, and as, the model's training normalised them (its `obs_rms.*` entries)."""
+    check_args(args)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
     try:
-        agent.load_state_dict(torch.load(args.model_path, map_location=device, weights_only=True))
+        state = torch.load(args.model_path, map_location=device, weights_only=True)
+        obs_stats = {key[len("obs_rms."):]: state.pop(key).cpu() for key in list(state) if key.startswith("obs_rms.")}
+        envs = make_envs(replace(args, num_envs=1, norm_obs=False, norm_reward=False))
+        agent = Agent(envs).to(device)
+        envs.close()
+        agent.load_state_dict(state)
     except Exception as e:  # missing, truncated, foreign, for another env, or pickled code
         raise ConfigError(f"cannot load model {args.model_path} for {args.env_id}: {first_line(e)}") from None
     run_name = new_run_dir(replace(args, exp_name=f"{args.exp_name}-eval"))
     writer = SummaryWriter(f"runs/{run_name}")
-    eval_returns = evaluate(agent, args, args.eval_episodes, device,
-                            f"videos/{run_name}" if args.capture_video else None)
-    log_evaluation(writer, eval_returns)
-    writer.close()
+    with stop_on_signal() as stop:
+        eval_returns = evaluate(agent, args, args.eval_episodes, device,
+                                f"videos/{run_name}" if args.capture_video else None, obs_stats or None, stop)
+        log_evaluation(writer, eval_returns)
+        writer.close()
+    if stop.signum is not None:
+        raise TrainingInterrupted(stop.signum)
     return agent
 
 
-if __name__ == "__main__":
-    args = tyro.cli(Args)
+def main(argv: list[str] | None = None) -> int:
+    """The command line: parse the flags, train (or evaluate), turn errors into one line and an exit code."""
     try:
-        train(args)
+        args = parse_args(argv)
+        if args.eval_only:
+            evaluate_saved_model(args)
+        else:
+            train(args)
     except (ConfigError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ConfigError) else 1)
+        return 2 if isinstance(e, ConfigError) else 1
     except TrainingInterrupted as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,23 +43,21 @@ def main():
     parser.add_argument("--num-minibatches", type=int, default=4)
     cli = parser.parse_args()
     torch.set_num_threads(1)  # as ppo.train does
-    args = ppo.check_args(ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps,
-                                   num_minibatches=cli.num_minibatches))
+    args = ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps, num_minibatches=cli.num_minibatches)
+    ppo.check_args(args)
     envs = ppo.make_envs(args)
     obs_np, _ = envs.reset(seed=1)
     agent = ppo.Agent(envs)
-    optimizer = ppo.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    optimizer = ppo.ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
     obs = torch.as_tensor(obs_np)
     with torch.inference_mode():
-        logits = agent.actor(obs)
         action = agent.get_action(obs)
     action_np = action.numpy()
 
     step = {}
     step["env step (numpy vector env + episode statistics)"] = per_call_us(lambda: envs.step(action_np), 2000)
     with torch.inference_mode():
-        step["policy forward (actor MLP)"] = per_call_us(lambda: agent.actor(obs), 2000)
-        step["action sampling (Gumbel-max)"] = per_call_us(lambda: agent.sample_action(logits), 2000)
+        step["policy: get_action (actor MLP + Gumbel-max sampling)"] = per_call_us(lambda: agent.get_action(obs), 2000)
         obs_buf = torch.zeros((args.num_steps, args.num_envs) + obs.shape[1:])
         action_buf = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long)
         np_buf = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
@@ -100,16 +98,17 @@ def main():
     mb_log_probs = mb_log_probs.abs().neg()
     # The three phases of an update run in sequence, as in train: timing each alone would miss
     # how they disturb each other's caches.
-    phases = {"forward + loss": [], "backward": [], "Adam step with clipping": []}
+    phases = {"zero_grad + forward + loss": [], "backward": [], "ClippedAdam step": []}
     for repeat in range(10):
         spent = [0.0, 0.0, 0.0]
         for _ in range(200):
             t0 = time.perf_counter()
+            optimizer.zero_grad()
             loss, _ = ppo.ppo_loss(agent, mb_obs, mb_actions, mb_log_probs, mb_values, mb_advantages, mb_returns, args)
             t1 = time.perf_counter()
             loss.backward()
             t2 = time.perf_counter()
-            optimizer.step(args.max_grad_norm)
+            optimizer.step()
             t3 = time.perf_counter()
             spent = [spent[0] + t1 - t0, spent[1] + t2 - t1, spent[2] + t3 - t2]
         if repeat > 0:  # the first is the warm-up
@@ -129,7 +128,7 @@ def main():
     print(f"per iteration of {batch} env steps: rollout {per_iteration['rollout']:.1f} ms, "
           f"once {per_iteration['once']:.1f} ms, {updates} updates {per_iteration['updates']:.1f} ms; "
           f"sum {total:.1f} ms -> {batch / total * 1e3:,.0f} env steps/s")
-    bound = sum(list(step.values())[:3])
+    bound = sum(list(step.values())[:2])
     print(f"bound of env step + policy forward with sampling alone: {bound:.1f} us per step of "
           f"{args.num_envs} envs -> {args.num_envs / bound * 1e6:,.0f} env steps/s")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ppo import Adam, Agent, Args, ppo_loss
+from ppo import Agent, Args, ClippedAdam, TrainingError, ppo_loss
 
 
 @pytest.fixture
@@ -97,30 +97,118 @@ def test_ppo_loss_matches_the_formulas(agent):
     assert stats["value_loss"].item() == pytest.approx(0.5 * np.mean((v - ret) ** 2), rel=1e-5)
 
 
-@pytest.mark.parametrize("max_grad_norm", [0.5, 1e6])  # clipped, and never clipped
-def test_adam_matches_torch_adam_with_clipping(max_grad_norm):
-    """Our flat-vector Adam takes the steps of torch.optim.Adam after nn.utils.clip_grad_norm_."""
+def train_side_by_side(ours, reference, optimizer, reference_optimizer, max_grad_norm, steps=20):
+    """The same losses on two copies of an agent: ours with ClippedAdam, the other with torch.optim.Adam
+    after nn.utils.clip_grad_norm_, the learning rate annealed on both as train() does."""
+    obs = torch.randn(64, 6)
+    for step in range(steps):
+        optimizer.param_groups[0]["lr"] = reference_optimizer.param_groups[0]["lr"] = 1e-2 * (1 - step / steps)
+        for agent, opt in ((ours, optimizer), (reference, reference_optimizer)):
+            opt.zero_grad()
+            _, log_prob, entropy, value = agent.get_action_and_value(obs, torch.arange(64) % 3)
+            (log_prob.mean() * 10 + entropy.mean() + (value ** 2).mean()).backward()
+        optimizer.step()
+        norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), max_grad_norm)
+        assert (norm > max_grad_norm) == (max_grad_norm == 0.5)  # the clip really acts (or not)
+        reference_optimizer.step()
+
+
+def twin_agents():
     envs = gym.make_vec("Acrobot-v1", num_envs=2, vectorization_mode="sync")
     torch.manual_seed(0)
     ours, reference = Agent(envs), Agent(envs)
     reference.load_state_dict(ours.state_dict())
-    optimizer = Adam(ours.parameters(), lr=1e-2, eps=1e-5)
+    return ours, reference
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.5, 1e6])  # clipped, and never clipped
+def test_clipped_adam_matches_torch_adam_with_clipping(max_grad_norm):
+    """ClippedAdam takes the steps of torch.optim.Adam after nn.utils.clip_grad_norm_."""
+    ours, reference = twin_agents()
+    optimizer = ClippedAdam(ours.parameters(), lr=1e-2, eps=1e-5, max_grad_norm=max_grad_norm)
     reference_optimizer = torch.optim.Adam(reference.parameters(), lr=1e-2, eps=1e-5)
     initial = {name: p.clone() for name, p in ours.named_parameters()}
-    obs = torch.randn(64, 6)
-    for step in range(20):
-        optimizer.lr = reference_optimizer.param_groups[0]["lr"] = 1e-2 * (1 - step / 20)  # annealed
-        for agent in (ours, reference):
-            _, log_prob, entropy, value = agent.get_action_and_value(obs, torch.arange(64) % 3)
-            (log_prob.mean() * 10 + entropy.mean() + (value ** 2).mean()).backward()
-        optimizer.step(max_grad_norm)
-        norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), max_grad_norm)
-        assert (norm > max_grad_norm) == (max_grad_norm == 0.5)  # the clip really acts (or not)
-        reference_optimizer.step()
-        reference_optimizer.zero_grad()
-    assert all(p.grad is None for p in ours.parameters())  # step() clears the gradients
+    train_side_by_side(ours, reference, optimizer, reference_optimizer, max_grad_norm)
     for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
         assert not torch.equal(p, initial[name])  # it trained
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
-    # the module's parameters are views into the one vector Adam updates
-    assert optimizer.flat_params.data_ptr() == next(ours.parameters()).data_ptr()
+    optimizer.zero_grad()
+    assert all(p.grad is None for p in ours.parameters())
+
+
+@pytest.mark.parametrize("edit", ["frozen layer", "unused layer", "shared layer listed twice", "moved before step"])
+def test_clipped_adam_handles_what_torch_adam_handles(edit):
+    """Parameters without a gradient are skipped, a parameter listed twice counts once, and the model
+    may move before the first step: the same steps as torch.optim.Adam, edit for edit."""
+    ours, reference = twin_agents()
+    params, reference_params = list(ours.parameters()), list(reference.parameters())
+    if edit == "frozen layer":
+        ours.actor[0].requires_grad_(False)
+        reference.actor[0].requires_grad_(False)
+    elif edit == "unused layer":
+        for agent in (ours, reference):
+            agent.spare = torch.nn.Linear(6, 6)  # not used in the forward pass: its gradient stays None
+        reference.spare.load_state_dict(ours.spare.state_dict())
+        params, reference_params = list(ours.parameters()), list(reference.parameters())
+    elif edit == "shared layer listed twice":
+        params = params + list(ours.critic[0].parameters())
+    optimizer = ClippedAdam(params, lr=1e-2, eps=1e-5, max_grad_norm=0.5)
+    reference_optimizer = torch.optim.Adam(reference_params, lr=1e-2, eps=1e-5)
+    if edit == "moved before step":
+        ours.double()
+        reference.double()
+    initial = {name: p.clone() for name, p in ours.named_parameters()}
+    if edit == "moved before step":
+        train_side_by_side_double(ours, reference, optimizer, reference_optimizer)
+    else:
+        train_side_by_side(ours, reference, optimizer, reference_optimizer, 0.5)
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+        untouched = name.startswith("spare") or (edit == "frozen layer" and name.startswith("actor.0"))
+        assert torch.equal(p, initial[name]) == untouched, name
+
+
+def train_side_by_side_double(ours, reference, optimizer, reference_optimizer):
+    obs = torch.randn(64, 6, dtype=torch.float64)
+    for _ in range(5):
+        for agent, opt in ((ours, optimizer), (reference, reference_optimizer)):
+            opt.zero_grad()
+            _, log_prob, _, value = agent.get_action_and_value(obs, torch.arange(64) % 3)
+            (log_prob.mean() + (value ** 2).mean()).backward()
+        optimizer.step()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+        reference_optimizer.step()
+
+
+def test_clipped_adam_refuses_what_it_cannot_follow():
+    """A model moved, or a layer frozen, after the first step: a clear error, not silent divergence."""
+    for edit in ["moved after the first step", "frozen after the first step"]:
+        obs = torch.randn(8, 6)
+        agent, _ = twin_agents()
+        optimizer = ClippedAdam(agent.parameters(), lr=1e-2, eps=1e-5)
+        for step in range(2):
+            if step == 1 and edit == "moved after the first step":
+                agent.double()
+                obs = obs.double()
+            if step == 1 and edit == "frozen after the first step":
+                agent.critic[2].requires_grad_(False)
+            optimizer.zero_grad()
+            agent.get_action_and_value(obs, torch.arange(8) % 3)[3].sum().backward()
+            if step == 0:
+                optimizer.step()
+        message = "the model changed after" if edit.startswith("moved") else "with a gradient changed"
+        with pytest.raises(TrainingError, match=message):
+            optimizer.step()
+
+
+def test_clipped_adam_state_dict_round_trip():
+    ours, reference = twin_agents()
+    optimizer = ClippedAdam(ours.parameters(), lr=1e-2, eps=1e-5, max_grad_norm=0.5)
+    reference_optimizer = torch.optim.Adam(reference.parameters(), lr=1e-2, eps=1e-5)
+    train_side_by_side(ours, reference, optimizer, reference_optimizer, 0.5, steps=5)
+    restored = ClippedAdam(ours.parameters(), lr=123.0, eps=1e-5, max_grad_norm=0.5)
+    restored.load_state_dict(optimizer.state_dict())
+    assert restored.steps_taken == 5 and restored.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    torch.testing.assert_close(restored.exp_avg_sq, optimizer.exp_avg_sq)
+    with pytest.raises(ValueError, match="the state is for 12 parameter tensors, this optimizer has 2"):
+        ClippedAdam(ours.critic[0].parameters(), lr=1e-2).load_state_dict(optimizer.state_dict())

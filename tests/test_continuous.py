@@ -87,54 +87,69 @@ def test_observations_are_normalised_in_training_and_frozen_in_evaluation(in_tmp
         return real_loss(agent, obs, *rest)
 
     monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
-    agent = ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", **dict(TINY, total_timesteps=256)))
+    agent = ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", norm_obs=True, save_model=True,
+                               **dict(TINY, total_timesteps=256)))
     seen = torch.cat(seen)
     assert seen.abs().max() <= 10 and abs(seen.mean()) < 1  # raw observations are around 100
-    # The agent carries the statistics it was trained with (mean ~100, std ~5).
-    torch.testing.assert_close(agent.obs_mean, torch.full((3,), 100.0), atol=1.5, rtol=0)
-    assert torch.all((agent.obs_var.sqrt() > 3) & (agent.obs_var.sqrt() < 7))
+    # The saved model carries the statistics it was trained with (mean ~100, std ~5).
+    model = torch.load(next((in_tmp / "runs").iterdir()) / "ppo.cleanrl_model", weights_only=True)
+    torch.testing.assert_close(model["obs_rms.mean"].float(), torch.full((3,), 100.0), atol=1.5, rtol=0)
+    assert torch.all((model["obs_rms.var"].sqrt() > 3) & (model["obs_rms.var"].sqrt() < 7))
 
-    # Evaluation normalises with the agent's statistics and never updates them.
-    with torch.no_grad():
-        agent.obs_mean.fill_(90.0)
-        agent.obs_var.fill_(4.0)
+    # Evaluation normalises with the statistics it is given and never updates them.
+    obs_stats = {"mean": torch.full((3,), 90.0, dtype=torch.float64), "var": torch.full((3,), 4.0, dtype=torch.float64)}
     inputs = []
     real_greedy = agent.get_greedy_action
     monkeypatch.setattr(agent, "get_greedy_action", lambda x: inputs.append(x.clone()) or real_greedy(x))
-    args = ppo.check_args(ppo.Args(env_id="toy_envs:BoxAction-v0"))
-    ppo.evaluate(agent, args, episodes=3, device="cpu", video_folder=None)
+    ppo.evaluate(agent, ppo.Args(env_id="toy_envs:BoxAction-v0"), episodes=3, device="cpu", obs_stats=obs_stats)
     inputs = torch.cat(inputs)
+    assert len(inputs) == 3 * 8 + 2  # 3 episodes of 8 steps, and the reset steps between them
     # (100 +- 5 - 90) / 2 is about 5 +- 2.5, clipped at 10: the statistics did not move toward 100
     assert 3.5 < inputs.mean() < 6.5
-    assert torch.equal(agent.obs_mean, torch.full((3,), 90.0))
+    assert torch.equal(obs_stats["mean"], torch.full((3,), 90.0, dtype=torch.float64))
 
 
 def test_saved_model_and_checkpoint_carry_the_normalisation(in_tmp):
-    ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", save_model=True, **TINY))
+    ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", save_model=True, norm_obs=True, norm_reward=True, **TINY))
     run_dir = next((in_tmp / "runs").iterdir())
     model = torch.load(run_dir / "ppo.cleanrl_model", weights_only=True)
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert {"obs_mean", "obs_var", "actor_logstd"} <= set(model)
-    torch.testing.assert_close(model["obs_mean"], checkpoint["env_stats"]["obs"]["mean"].float())
+    assert set(model) == set(checkpoint["agent"]) | {"obs_rms.mean", "obs_rms.var"}
+    assert "actor_logstd" in model
+    torch.testing.assert_close(model["obs_rms.mean"], checkpoint["env_stats"]["obs"]["mean"])
     assert set(checkpoint["env_stats"]) == {"obs", "return"}
     assert checkpoint["env_stats"]["return"]["count"] > 1
 
 
+def test_a_model_without_normalisation_is_a_plain_state_dict(in_tmp):
+    """CleanRL's ppo.py saves agent.state_dict(): ours, without --norm-obs, holds the same keys and nothing else."""
+    ppo.train(ppo.Args(num_envs=2, num_steps=32, num_minibatches=1, total_timesteps=64, save_model=True))
+    model = torch.load(next((in_tmp / "runs").iterdir()) / "ppo.cleanrl_model", weights_only=True)
+    assert set(model) == {f"{net}.{i}.{kind}" for net in ("actor", "critic") for i in (0, 2, 4)
+                          for kind in ("weight", "bias")}
+
+
 def test_defaults_follow_the_action_space():
-    continuous = ppo.check_args(ppo.Args(env_id="Pendulum-v1"))
+    continuous = ppo.parse_args(["--env-id", "Pendulum-v1"])
     assert (continuous.num_envs, continuous.num_steps, continuous.num_minibatches, continuous.update_epochs,
-            continuous.learning_rate, continuous.ent_coef, continuous.total_timesteps) == (
-        1, 2048, 32, 10, 3e-4, 0.0, 1_000_000)
-    discrete = ppo.check_args(ppo.Args(env_id="CartPole-v1"))
+            continuous.learning_rate, continuous.ent_coef, continuous.total_timesteps, continuous.norm_obs,
+            continuous.norm_reward) == (1, 2048, 32, 10, 3e-4, 0.0, 1_000_000, True, True)
+    assert continuous == ppo.Args(env_id="Pendulum-v1", **ppo.BOX_DEFAULTS)
+    discrete = ppo.parse_args(["--env-id", "CartPole-v1"])
     assert (discrete.num_envs, discrete.num_steps, discrete.num_minibatches, discrete.update_epochs,
-            discrete.learning_rate, discrete.ent_coef, discrete.total_timesteps) == (
-        4, 128, 4, 4, 2.5e-4, 0.01, 500_000)
-    given = ppo.check_args(ppo.Args(env_id="Pendulum-v1", num_steps=64, ent_coef=0.01))
-    assert (given.num_steps, given.ent_coef, given.num_envs) == (64, 0.01, 1)
+            discrete.learning_rate, discrete.ent_coef, discrete.total_timesteps, discrete.norm_obs,
+            discrete.norm_reward) == (4, 128, 4, 4, 2.5e-4, 0.01, 500_000, False, False)
+    assert discrete == ppo.Args()
+    # A flag given wins, also when it equals the other space's default.
+    given = ppo.parse_args(["--env-id", "Pendulum-v1", "--num-steps", "64", "--ent-coef", "0.01", "--num-envs", "4",
+                            "--no-norm-obs"])
+    assert (given.num_steps, given.ent_coef, given.num_envs, given.norm_obs, given.update_epochs) == (
+        64, 0.01, 4, False, 10)
 
 
 def test_tiny_pendulum_run_logs_cleanrl_tags_and_the_values_used(in_tmp):
-    ppo.train(ppo.Args(env_id="Pendulum-v1", num_steps=256, num_minibatches=4, total_timesteps=512))
+    ppo.train(ppo.parse_args(["--env-id", "Pendulum-v1", "--num-steps", "256", "--num-minibatches", "4",
+                              "--total-timesteps", "512"]))
     run_dir = next((in_tmp / "runs").iterdir())
     scalars = read_scalars(run_dir)
     for tag in CLEANRL_TAGS:
@@ -150,8 +165,8 @@ def test_tiny_pendulum_run_logs_cleanrl_tags_and_the_values_used(in_tmp):
 
 def test_tiny_halfcheetah_run(in_tmp):
     pytest.importorskip("mujoco", reason="MuJoCo is not installed: pip install -r requirements-mujoco.txt")
-    ppo.train(ppo.Args(env_id="HalfCheetah-v5", num_steps=512, num_minibatches=4, update_epochs=1,
-                       total_timesteps=1024))
+    ppo.train(ppo.parse_args(["--env-id", "HalfCheetah-v5", "--num-steps", "512", "--num-minibatches", "4",
+                              "--update-epochs", "1", "--total-timesteps", "1024"]))
     scalars = read_scalars(next((in_tmp / "runs").iterdir()))
     for tag in CLEANRL_TAGS:
         assert scalars[tag], tag
@@ -159,10 +174,10 @@ def test_tiny_halfcheetah_run(in_tmp):
 
 
 def test_missing_mujoco_is_one_line(in_tmp, monkeypatch):
-    def make(env_id, **kwargs):
+    def make_vec(env_id, **kwargs):
         raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
 
-    monkeypatch.setattr(ppo.gym, "make", make)
+    monkeypatch.setattr(ppo.gym, "make_vec", make_vec)
     with pytest.raises(ppo.ConfigError, match=r"HalfCheetah-v5 needs a package .*requirements-mujoco.txt"):
         ppo.train(ppo.Args(env_id="HalfCheetah-v5"))
     assert list(in_tmp.iterdir()) == []

@@ -119,7 +119,7 @@ def test_resume_trains_on_from_the_loaded_weights_and_optimizer(in_tmp):
     assert saved["iteration"] == 2 and saved["optimizer"]["steps_taken"] == 2 * 4
     saved["args"]["total_timesteps"] = 4 * 64  # as if the run had been stopped half-way
     torch.save(saved, path)
-    agent = ppo.train(ppo.Args(resume=str(path)))
+    agent = ppo.train(ppo.parse_args(["--resume", str(path)]))
     resumed = torch.load(path, weights_only=True)
     assert resumed["iteration"] == 4 and resumed["optimizer"]["steps_taken"] == 4 * 4
     for name, param in agent.named_parameters():
@@ -132,10 +132,10 @@ def test_resume_refuses_flags_that_change_the_experiment(in_tmp):
     ppo.train(ppo.Args(num_envs=2, num_steps=32, num_minibatches=1, total_timesteps=128))
     run_dir = next_run_dir(in_tmp)
     before = sorted(p.name for p in run_dir.iterdir())
-    with pytest.raises(ppo.ConfigError, match=r"cannot change --num-envs \(was 2\)"):
-        ppo.train(ppo.Args(resume=str(run_dir), num_envs=8))
-    with pytest.raises(ppo.ConfigError, match=r"cannot change --env-id \(was 'CartPole-v1'\)"):
-        ppo.train(ppo.Args(resume=str(run_dir), env_id="Acrobot-v1"))
+    with pytest.raises(ppo.ConfigError, match=r"cannot change --num-envs \(was 2, now 8\)"):
+        ppo.train(ppo.parse_args(["--resume", str(run_dir), "--num-envs", "8"]))
+    with pytest.raises(ppo.ConfigError, match=r"cannot change --env-id \(was 'CartPole-v1', now 'Acrobot-v1'\)"):
+        ppo.train(ppo.parse_args(["--resume", str(run_dir), "--env-id", "Acrobot-v1"]))
     assert sorted(p.name for p in run_dir.iterdir()) == before
 
 
@@ -143,7 +143,7 @@ def test_resume_refuses_flags_that_change_the_experiment(in_tmp):
     ("truncated", "cannot read checkpoint"),
     ("corrupt", "cannot read checkpoint"),
     ("foreign", "is not a ppo.py checkpoint"),
-    ("older format", "is a ppo.py checkpoint v1, written by an older ppo.py; this one resumes only ppo.py checkpoint v2"),
+    ("older format", "is a ppo.py checkpoint v2, written by an older ppo.py; this one resumes only ppo.py checkpoint v3"),
     ("pickled code", "cannot read checkpoint .*(Weights only load failed|Unsupported global)"),
     ("missing", "no checkpoint at"),
 ])
@@ -158,7 +158,7 @@ def test_damaged_checkpoints_give_one_clear_error(in_tmp, damage, message):
     elif damage == "foreign":
         torch.save({"model": torch.zeros(3)}, path)
     elif damage == "older format":
-        torch.save({**torch.load(path), "format": "ppo.py checkpoint v1"}, path)
+        torch.save({**torch.load(path), "format": "ppo.py checkpoint v2"}, path)
     elif damage == "pickled code":
         torch.save({"format": "ppo.py checkpoint v1", "payload": Path("x")}, path)
     else:
@@ -211,7 +211,7 @@ def test_disk_full_mid_run_keeps_the_last_good_checkpoint(in_tmp, monkeypatch):
 
     def failing_save(obj, f, *args, **kwargs):
         saves.append(1)
-        if len(saves) == 4:  # checkpoints at iterations 0, 1, 2, then the disk is full
+        if len(saves) == 3:  # checkpoints at iterations 1, 2, then the disk is full
             f.write(b"partial")
             raise OSError(28, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
@@ -240,8 +240,8 @@ def test_evaluation_of_a_trained_model_matches_its_training(in_tmp):
     assert np.mean(evaluation) >= 0.9 * training
 
     # --eval-only from the saved model gives the same returns (same seed, same greedy policy).
-    ppo.train(ppo.Args(env_id="CartPole-v1", eval_only=True, model_path=str(run_dir / "ppo.cleanrl_model"),
-                       eval_episodes=10, seed=1))
+    ppo.evaluate_saved_model(ppo.Args(env_id="CartPole-v1", eval_only=True, eval_episodes=10, seed=1,
+                                      model_path=str(run_dir / "ppo.cleanrl_model")))
     eval_dir = [p for p in (in_tmp / "runs").iterdir() if p != run_dir][0]
     assert "ppo-eval" in eval_dir.name
     assert [v for _, v in read_scalars(eval_dir)["eval/episodic_return"]] == evaluation
@@ -250,9 +250,9 @@ def test_evaluation_of_a_trained_model_matches_its_training(in_tmp):
 def test_eval_only_with_a_broken_model_is_one_line(in_tmp):
     (in_tmp / "broken.cleanrl_model").write_bytes(b"\x80\x04garbage")
     with pytest.raises(ppo.ConfigError, match="cannot load model broken.cleanrl_model for CartPole-v1"):
-        ppo.train(ppo.Args(eval_only=True, model_path="broken.cleanrl_model", eval_episodes=3))
+        ppo.evaluate_saved_model(ppo.Args(eval_only=True, model_path="broken.cleanrl_model", eval_episodes=3))
     with pytest.raises(ppo.ConfigError, match="--eval-only needs --model-path"):
-        ppo.train(ppo.Args(eval_only=True, eval_episodes=3))
+        ppo.evaluate_saved_model(ppo.Args(eval_only=True, eval_episodes=3))
     assert sorted(p.name for p in in_tmp.iterdir()) == ["broken.cleanrl_model"]
 
 

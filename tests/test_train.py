@@ -75,7 +75,10 @@ BAD_INPUT = [
     (["--ent-coef", "-0.1"], "--ent-coef must be >= 0"),
     (["--target-kl", "0"], "--target-kl must be positive"),
     (["--exp-name", "a/b"], "--exp-name must be a plain name"),
-    (["--num-envs", "1", "--num-steps", "4"], "minibatches of fewer than 2 samples"),
+    (["--num-envs", "1", "--num-steps", "4"], "--num-minibatches 4 is too many for 1 envs x 4 steps"),
+    (["--num-envs", "1", "--num-steps", "8", "--num-minibatches", "4"], "as few as 4 transitions are real"),
+    (["--env-id", "toy_envs:SameStep-v0"], "autoresets in SAME_STEP mode; the rollout needs NEXT_STEP"),
+    (["--resume", "runs/nothing-here"], "no checkpoint at runs/nothing-here"),
     (["--eval-only", "--eval-episodes", "3"], "--eval-only needs --model-path"),
     (["--model-path", "x.cleanrl_model"], "--model-path is read only with --eval-only"),
 ]
@@ -83,9 +86,8 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize("flags, message", BAD_INPUT, ids=[" ".join(f) for f, _ in BAD_INPUT])
 def test_bad_input_is_refused_before_anything_is_written(in_tmp, flags, message):
-    args = ppo.tyro.cli(ppo.Args, args=flags)
     with pytest.raises(ppo.ConfigError, match=message):
-        ppo.train(args)
+        ppo.train(ppo.parse_args(flags))
     assert list(in_tmp.iterdir()) == []
 
 

@@ -45,6 +45,10 @@ class ImageObsEnv(CounterEnv):
 
 
 gym.register("Counter-v0", entry_point=CounterEnv)
+gym.register("Counter1-v0", entry_point=CounterEnv, kwargs={"length": 1})  # every step ends an episode
+gym.register("SameStep-v0", entry_point=CounterEnv,  # a vector env that autoresets in SAME_STEP mode
+             vector_entry_point=lambda num_envs, **kwargs: gym.vector.SyncVectorEnv(
+                 [CounterEnv] * num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP))
 gym.register("MultiBinary-v0", entry_point=MultiBinaryEnv)
 gym.register("DictObs-v0", entry_point=DictObsEnv)
 gym.register("ImageObs-v0", entry_point=ImageObsEnv)
@@ -78,3 +82,38 @@ class BoxActionEnv(gym.Env):
 
 
 gym.register("BoxAction-v0", entry_point=BoxActionEnv)
+
+
+class ShiftedDiscreteEnv(CounterEnv):
+    """Actions are Discrete(3, start=1): 1, 2 or 3. Reward 1 for action 3, else 0. Every action the env
+    receives goes to `received_actions`; one outside the space raises."""
+
+    received_actions = []
+
+    def __init__(self):
+        super().__init__(length=8)
+        self.action_space = gym.spaces.Discrete(3, start=1)
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
+        ShiftedDiscreteEnv.received_actions.append(int(action))
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, float(action == 3), terminated, truncated, info
+
+
+class MatrixActionEnv(BoxActionEnv):
+    """BoxActionEnv with actions in a Box of shape (2, 3)."""
+
+    def __init__(self):
+        super().__init__()
+        self.action_space = gym.spaces.Box(-0.5, 0.5, (2, 3), np.float32)
+
+    def step(self, action):
+        if np.shape(action) != (2, 3):
+            raise ValueError(f"action of shape {np.shape(action)}, expected (2, 3)")
+        return super().step(action)
+
+
+gym.register("ShiftedDiscrete-v0", entry_point=ShiftedDiscreteEnv)
+gym.register("MatrixAction-v0", entry_point=MatrixActionEnv)
