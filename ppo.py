@@ -619,8 +619,6 @@ def check_args(args: Args) -> None:
     if args.eval_only and args.resume:
         raise ConfigError("--eval-only and --resume exclude each other")
     batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        raise ConfigError(f"num_envs * num_steps = {batch_size} is not divisible by --num-minibatches {args.num_minibatches}")
     # Reset steps leave the batch: up to half of each env's steps when every episode lasts one step.
     # Each minibatch must keep 2 real transitions (advantage normalisation takes their std).
     fewest_real = args.num_envs * (args.num_steps // 2)

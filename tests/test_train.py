@@ -64,7 +64,6 @@ BAD_INPUT = [
     (["--env-id", "toy_envs:DictObs-v0"], "observation space Dict.*needs a flat Box"),
     (["--env-id", "toy_envs:ImageObs-v0"], "observation space Box\\(0, 255, \\(8, 8, 3\\).*needs a flat Box"),
     (["--env-id", "no_such_module:Env-v0"], "cannot import module 'no_such_module'"),
-    (["--num-envs", "3", "--num-steps", "5"], "15 is not divisible by --num-minibatches 4"),
     (["--total-timesteps", "100"], "--total-timesteps 100 is smaller than one batch .* 512"),
     (["--gamma", "1.5"], "--gamma must be in \\[0, 1\\]"),
     (["--gae-lambda", "-0.1"], "--gae-lambda must be in \\[0, 1\\]"),

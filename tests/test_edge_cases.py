@@ -1,0 +1,239 @@
+"""Cases found in review: minibatch sizes, action spaces, resume and evaluation rules, signals late in a run."""
+
+import os
+import re
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+import ppo
+import toy_envs
+from conftest import read_scalars
+from test_train import run_cli
+
+
+def only_run_dir(cwd):
+    (run_dir,) = list((cwd / "runs").iterdir())
+    return run_dir
+
+
+def record_minibatches(monkeypatch):
+    """Patch ppo_loss to record each minibatch's observations."""
+    seen = []
+    real_loss = ppo.ppo_loss
+
+    def recording_loss(agent, obs, *rest):
+        seen.append(obs.clone())
+        return real_loss(agent, obs, *rest)
+
+    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
+    return seen
+
+
+def test_minibatches_keep_two_real_transitions_when_every_step_ends_an_episode(in_tmp, monkeypatch):
+    """Counter1-v0 ends an episode at every step, so every other step is a reset step: the most the
+    batch can lose. The flags check_args accepts still leave 2 real transitions per minibatch."""
+    seen = record_minibatches(monkeypatch)
+    ppo.train(ppo.Args(env_id="toy_envs:Counter1-v0", num_envs=1, num_steps=8, num_minibatches=2, update_epochs=1,
+                       total_timesteps=32))
+    assert [len(obs) for obs in seen] == [2] * 8  # 4 iterations x 2 minibatches of the 4 real steps
+    assert torch.cat(seen).unique().tolist() == [0.0]  # only real transitions (obs 0), never a reset step's
+    # One more minibatch could hold a single transition, whose std is NaN: refused before training.
+    with pytest.raises(ppo.ConfigError, match="--num-minibatches 3 is too many for 1 envs x 8 steps"):
+        ppo.check_args(ppo.Args(env_id="toy_envs:Counter1-v0", num_envs=1, num_steps=8, num_minibatches=3))
+
+
+def test_any_number_of_minibatches_that_keeps_two_real_transitions(in_tmp, monkeypatch):
+    """Minibatches split the real transitions as evenly as they can (CleanRL: the batch must divide)."""
+    seen = record_minibatches(monkeypatch)
+    ppo.train(ppo.Args(num_envs=3, num_steps=10, num_minibatches=4, update_epochs=1, total_timesteps=30))
+    sizes = [len(obs) for obs in seen]
+    assert len(sizes) == 4 and max(sizes) - min(sizes) <= 1 and sum(sizes) >= 28  # at most 2 reset steps
+
+
+def test_discrete_actions_that_start_at_one(in_tmp):
+    """Discrete(3, start=1): the agent picks 0..2, the env receives 1..3, and the agent learns which pays."""
+    toy_envs.ShiftedDiscreteEnv.received_actions.clear()
+    ppo.train(ppo.Args(env_id="toy_envs:ShiftedDiscrete-v0", num_envs=4, num_steps=32, num_minibatches=2,
+                       learning_rate=1e-2, ent_coef=0.0, total_timesteps=30 * 128))
+    received = np.array(toy_envs.ShiftedDiscreteEnv.received_actions)
+    assert set(received.tolist()) == {1, 2, 3}
+    assert np.mean(received[:256] == 3) < 0.45  # about a third at first ...
+    assert np.mean(received[-256:] == 3) > 0.8  # ... then mostly the action that pays
+
+
+def test_box_actions_of_more_than_one_dimension(in_tmp):
+    toy_envs.BoxActionEnv.received_actions.clear()
+    agent = ppo.train(ppo.Args(env_id="toy_envs:MatrixAction-v0", num_envs=2, num_steps=16, num_minibatches=2,
+                               total_timesteps=64))
+    assert agent.actor[-1].out_features == 6 and agent.actor_logstd.shape == (1, 6)
+    received = np.array(toy_envs.BoxActionEnv.received_actions)
+    # the env's own shape (it refuses any other); reset steps call no step(), hence fewer than 64
+    assert received.shape[1:] == (2, 3) and 50 < len(received) < 64
+    assert np.abs(received).max() <= 0.5 and (np.abs(received) == 0.5).mean() > 0.3  # clipped to its bounds
+
+
+def test_stats_of_the_loss_hold_no_autograd_graph():
+    args = ppo.Args()
+    envs = ppo.make_envs(ppo.Args(num_envs=1))
+    agent = ppo.Agent(envs)
+    obs, actions = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    loss, stats = ppo.ppo_loss(agent, obs, actions, torch.zeros(16), torch.zeros(16), torch.randn(16),
+                               torch.randn(16), args)
+    assert loss.requires_grad
+    assert not any(value.requires_grad for value in stats.values())
+
+
+# Resume: flags not given keep the run's values; any flag given wins, unless it changes what the agent sees.
+
+def stopped_half_way(in_tmp, *flags):
+    """A finished 2-iteration run whose checkpoint says 4: resuming it trains iterations 3 and 4."""
+    ppo.train(ppo.parse_args(["--num-envs", "2", "--num-steps", "32", "--num-minibatches", "1",
+                              "--total-timesteps", "128", *flags]))
+    run_dir = only_run_dir(in_tmp)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    checkpoint["args"]["total_timesteps"] = 256
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
+    return run_dir
+
+
+def logged_learning_rates(run_dir):
+    return [round(value, 8) for _, value in read_scalars(run_dir)["charts/learning_rate"]]
+
+
+def test_resume_keeps_the_runs_flags_unless_given(in_tmp):
+    run_dir = stopped_half_way(in_tmp, "--learning-rate", "1e-3", "--no-anneal-lr")
+    ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
+    assert logged_learning_rates(run_dir) == [1e-3] * 4  # the run's own rate, not annealed
+
+
+def test_resume_takes_a_flag_given_equal_to_its_default(in_tmp):
+    """--anneal-lr is the default; given on resume, it still overrides the run's --no-anneal-lr."""
+    run_dir = stopped_half_way(in_tmp, "--learning-rate", "1e-3", "--no-anneal-lr")
+    ppo.train(ppo.parse_args(["--resume", str(run_dir), "--anneal-lr"]))
+    assert logged_learning_rates(run_dir) == [1e-3, 1e-3, 1e-3 * (1 - 2 / 4), 1e-3 * (1 - 3 / 4)]
+
+
+@pytest.mark.parametrize("flags, name", [(["--gamma", "0.9"], "gamma"), (["--norm-obs"], "norm-obs"),
+                                         (["--norm-reward"], "norm-reward"), (["--no-clip-action"], "clip-action"),
+                                         (["--seed", "2"], "seed")])
+def test_resume_refuses_flags_that_change_what_the_agent_sees(in_tmp, flags, name):
+    run_dir = stopped_half_way(in_tmp)
+    before = sorted(p.name for p in run_dir.iterdir())
+    with pytest.raises(ppo.ConfigError, match=f"cannot change --{name} \\(was "):
+        ppo.train(ppo.parse_args(["--resume", str(run_dir), *flags]))
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def evaluation_inputs(monkeypatch, model_path, *flags):
+    inputs = []
+    real_greedy = ppo.Agent.get_greedy_action
+    monkeypatch.setattr(ppo.Agent, "get_greedy_action", lambda self, x: inputs.append(x.clone()) or real_greedy(self, x))
+    ppo.evaluate_saved_model(ppo.parse_args(["--env-id", "toy_envs:BoxAction-v0", "--eval-only", "--eval-episodes",
+                                             "2", "--model-path", str(model_path), *flags]))
+    return torch.cat(inputs)
+
+
+def test_eval_only_normalises_observations_as_the_model_was_trained(in_tmp, monkeypatch):
+    """The model says whether its inputs were normalised; --norm-obs does not change that."""
+    tiny = ["--num-steps", "32", "--num-minibatches", "2", "--total-timesteps", "64", "--save-model"]
+    ppo.train(ppo.parse_args(["--env-id", "toy_envs:BoxAction-v0", *tiny, "--exp-name", "normalised"]))
+    ppo.train(ppo.parse_args(["--env-id", "toy_envs:BoxAction-v0", *tiny, "--exp-name", "raw", "--no-norm-obs"]))
+    runs = in_tmp / "runs"
+    normalised_model = next(runs.glob("*__normalised__*")) / "normalised.cleanrl_model"
+    raw_model = next(runs.glob("*__raw__*")) / "raw.cleanrl_model"
+    # raw observations are about 100; normalised ones about 0
+    assert abs(evaluation_inputs(monkeypatch, normalised_model, "--no-norm-obs").mean()) < 3
+    assert evaluation_inputs(monkeypatch, raw_model, "--norm-obs").mean() > 90
+
+
+# Signals late in a run: the last iteration's update, saving the model, evaluation.
+
+def signal_once_in(monkeypatch, target, name, signum, when=lambda: True):
+    """Patch target.name to send this process `signum` (once) on a call for which when() holds."""
+    real = getattr(target, name)
+    sent = []
+
+    def sending(*args, **kwargs):
+        if not sent and when():
+            sent.append(1)
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, sending)
+    return sent
+
+
+LATE = dict(num_envs=2, num_steps=32, num_minibatches=1, total_timesteps=4 * 64, checkpoint_every=3)
+
+
+def test_a_signal_in_the_last_update_stops_with_exit_143_and_a_checkpoint(in_tmp, monkeypatch):
+    calls = []
+    real_check = ppo.check_finite
+    monkeypatch.setattr(ppo, "check_finite", lambda *a: calls.append(1) or real_check(*a))
+    sent = signal_once_in(monkeypatch, ppo, "ppo_loss", signal.SIGTERM, when=lambda: len(calls) == 3)
+    with pytest.raises(ppo.TrainingInterrupted) as stopped:
+        ppo.train(ppo.Args(**LATE, save_model=True, eval_episodes=2))
+    assert sent and stopped.value.exit_code == 143
+    run_dir = only_run_dir(in_tmp)
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 4  # the last one
+    assert not (run_dir / "ppo.cleanrl_model").exists()  # an interrupted run is resumed, not saved
+    assert "eval/episodic_return" not in read_scalars(run_dir)
+
+
+@pytest.mark.parametrize("during", ["saving the model", "evaluation"])
+def test_a_signal_after_training_still_exits_130(in_tmp, monkeypatch, during):
+    if during == "saving the model":
+        sent = signal_once_in(monkeypatch, ppo, "model_state_dict", signal.SIGINT)
+    else:
+        sent = signal_once_in(monkeypatch, ppo.Agent, "get_greedy_action", signal.SIGINT)
+    with pytest.raises(ppo.TrainingInterrupted) as stopped:
+        ppo.train(ppo.Args(**LATE, save_model=True, eval_episodes=1000))
+    assert sent and stopped.value.exit_code == 130
+    run_dir = only_run_dir(in_tmp)
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 4
+    evaluated = [value for _, value in read_scalars(run_dir).get("eval/episodic_return", [])]
+    assert len(evaluated) < 1000  # evaluation stopped early, or never started
+
+
+def test_checkpoint_every_0_writes_no_checkpoint_even_when_stopped(in_tmp, monkeypatch):
+    signal_once_in(monkeypatch, ppo, "ppo_loss", signal.SIGINT)
+    with pytest.raises(ppo.TrainingInterrupted):
+        ppo.train(ppo.Args(**dict(LATE, checkpoint_every=0)))
+    assert not list(in_tmp.rglob("checkpoint.pt*"))
+    ppo.train(ppo.Args(**dict(LATE, checkpoint_every=0)))
+    assert not list(in_tmp.rglob("checkpoint.pt*"))
+
+
+def test_checkpoint_holds_every_random_state(in_tmp):
+    ppo.train(ppo.Args(**LATE))
+    checkpoint = torch.load(only_run_dir(in_tmp) / "checkpoint.pt", weights_only=True)
+    assert set(checkpoint["rng"]) == {"torch", "numpy", "cuda"}
+    assert checkpoint["rng"]["cuda"] == ([] if not torch.cuda.is_initialized() else checkpoint["rng"]["cuda"])
+
+
+def test_console_line_says_progress_return_speed_and_time(tmp_path):
+    result = run_cli("--num-envs", "1", "--num-steps", "64", "--num-minibatches", "2", "--total-timesteps", "256",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"step 256/256 \(100%\)  mean return \(last 20\) \d+\.\d\d  SPS [\d,]+  "
+                        r"elapsed 0:00:\d\d  left 0:00:00", last), last
+
+
+def test_help_shows_values_for_discrete_and_box(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    help_text = re.sub(r"[│\s]+", " ", result.stdout)  # tyro's box, unwrapped
+    for name, box_value in ppo.BOX_DEFAULTS.items():
+        flag = "--" + name.replace("_", "-")
+        entry = re.search(re.escape(flag) + r"(?:, --no-\S+)? (INT |FLOAT )?(.*?)\(default: ([^)]+)\)", help_text)
+        assert entry, flag
+        metavar, description, default = entry.groups()
+        assert metavar or isinstance(box_value, bool), flag  # INT or FLOAT, no {None}|INT
+        assert default == str(getattr(ppo.Args(), name)), flag  # ppo.py's own value
+        shown = re.search(r"\(Box: ([^)]+)\)", description)
+        assert shown, f"{flag} does not show its Box value"
+        assert (shown.group(1) == str(box_value)) if isinstance(box_value, bool) else (
+            float(shown.group(1)) == box_value), flag
