@@ -147,7 +147,7 @@ def make_envs(args: Args, video_folder: str | None = None) -> gym.vector.VectorE
 
 
 def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
-    """Orthogonal weights, constant bias (implementation detail 2)."""
+    """Orthogonal weights, constant bias: Huang et al.'s orthogonal initialization detail."""
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
@@ -263,7 +263,10 @@ def compute_mc_returns(rewards, values, next_value, terminations, truncations, g
 
 
 def ppo_loss(agent, obs, actions, old_logprobs, old_values, advantages, returns, args):
-    """The clipped-surrogate PPO loss on one minibatch: (loss, dict of detached statistics)."""
+    """The clipped-surrogate PPO loss on one minibatch: (loss, dict of detached statistics).
+
+    CleanRL's lines from its update loop, in the same order (mb_advantages is `advantages` here),
+    as a function that tests can check against the formulas."""
     _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
     logratio = newlogprob - old_logprobs
     ratio = logratio.exp()
