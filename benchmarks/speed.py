@@ -1,17 +1,28 @@
-"""Speed benchmark: how fast ppo.py trains CartPole-v1 on this machine, whole process.
+"""Speed benchmark: ppo.py on CartPole-v1, whole process, and side by side with CleanRL and SB3.
 
-    python benchmarks/speed.py                 # everything below (about 10 minutes on 2 cores)
-    python benchmarks/speed.py --only sps      # or: envs, solve
+    python benchmarks/speed.py                     # ppo.py alone: sps, envs, solve (about 5 minutes)
+    python benchmarks/speed.py --only peers --cleanrl ../cleanrl/cleanrl/ppo.py \\
+        --cleanrl-python ../cleanrl-venv/bin/python --sb3       # beside CleanRL and SB3 (about 15 minutes)
 
-Prints three tables:
-- sps:   steps per second over the whole process (start-up included) at CleanRL's default
-         hyperparameters (4 envs x 128 steps), median of --repeats runs of --steps steps,
-         and the peak resident memory of the process;
-- envs:  the same for num_envs = 1, 4, 16, 64, 256 (one run each, num_steps 128);
-- solve: wall seconds from process start until the mean of the last 20 episodic returns
-         first reaches 475, with the fast configuration (FAST_FLAGS), seeds 1-5: each seed,
-         the median and the max.
-Runs go one at a time: never run this beside another timing job (or tests).
+Parts (--only picks some; by default all, with peers only when --cleanrl or --sb3 is given):
+- peers: ppo.py, CleanRL's ppo.py (--cleanrl) and Stable-Baselines3's PPO (--sb3, run by
+         benchmarks/sb3_ppo.py with CleanRL's hyperparameters), all at CleanRL's defaults (4 envs x
+         128 steps, --peer-steps steps, seed 1), alternating (ours, CleanRL, SB3, ours, ...) for
+         --repeats rounds: wall and CPU seconds, medians, the median of the per-round ratios, how
+         many cores each used (CPU / wall), time to solve and the final mean return of each run.
+- sps:   ppo.py alone, --repeats runs of --steps steps: steps per second and peak memory.
+- envs:  ppo.py with num_envs = 1, 4, 16, 64, 256 (one run each, num_steps 128).
+- solve: wall seconds from process start until the mean of the last 20 episodic returns first
+         reaches 475, for ppo.py's fast configuration (FAST_FLAGS), seeds --seeds; with --cleanrl,
+         each seed alternates with a CleanRL run at its defaults, and the ratio of the medians is
+         printed.
+A claim against a peer is a ratio measured in one run of this script: absolute figures move by
+1.5x or more between machines and days. Runs go one at a time: never run this beside another
+timing job (or tests).
+
+CleanRL's script is cleanrl/ppo.py of github.com/vwxyzjn/cleanrl (not its PyPI wheel), run in a venv
+of its own: python -m venv cleanrl-venv && cleanrl-venv/bin/pip install "gymnasium==0.29.1"
+"numpy<2" torch==2.13.0 tensorboard tyro (README, "Speed").
 """
 
 import argparse
@@ -26,7 +37,9 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-PPO = Path(__file__).resolve().parents[1] / "ppo.py"
+ROOT = Path(__file__).resolve().parents[1]
+PPO = ROOT / "ppo.py"
+SB3 = ROOT / "benchmarks" / "sb3_ppo.py"
 # The fast CartPole configuration (README, "Fast configuration"): many cheap numpy envs, short
 # rollouts, few large minibatches, a higher learning rate, no entropy bonus.
 FAST_FLAGS = ["--num-envs", "32", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "5",
@@ -34,25 +47,37 @@ FAST_FLAGS = ["--num-envs", "32", "--num-steps", "16", "--num-minibatches", "2",
               "--total-timesteps", "100000"]
 
 
-def run_ppo(flags, workdir, ppo=PPO):
-    """Run ppo.py once; returns (wall seconds, start time, peak RSS in MiB, run directory)."""
+def run(command, workdir):
+    """Run a trainer once in workdir. Returns a dict: wall and CPU seconds (user + system, of the process
+    and any children it waited for), start time, peak RSS in MiB, and the run directory it wrote."""
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    before = set((Path(workdir) / "runs").glob("*"))
     start = time.time()
-    proc = subprocess.Popen([sys.executable, str(ppo), *flags], cwd=workdir,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child alone
+    proc = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child (and its waited-for children)
     wall = time.time() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"ppo.py {' '.join(flags)} failed:\n{proc.stderr.read()}")
-    run_dir = max((Path(workdir) / "runs").iterdir(), key=os.path.getmtime)
-    return wall, start, usage.ru_maxrss / 1024, run_dir
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(map(str, command))} failed:\n{proc.stderr.read()}")
+    (run_dir,) = set((Path(workdir) / "runs").glob("*")) - before
+    return dict(wall=wall, cpu=usage.ru_utime + usage.ru_stime, start=start, rss=usage.ru_maxrss / 1024,
+                run_dir=run_dir)
+
+
+def run_ppo(flags, workdir, ppo=PPO):
+    """ppo.py once; returns (wall seconds, start time, peak RSS in MiB, run directory) (compare.py uses it)."""
+    result = run([sys.executable, str(ppo), *flags], workdir)
+    return result["wall"], result["start"], result["rss"], result["run_dir"]
+
+
+def episodes(run_dir):
+    events = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
+    events.Reload()
+    return events.Scalars("charts/episodic_return")
 
 
 def time_to_solve(run_dir, start, threshold=475.0, window=20):
     """Seconds from `start` until the mean of the last `window` returns first reaches threshold."""
-    events = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
-    events.Reload()
-    returns = events.Scalars("charts/episodic_return")
+    returns = episodes(run_dir)
     values = np.array([e.value for e in returns])
     for i in range(window, len(values) + 1):
         if values[i - window:i].mean() >= threshold:
@@ -60,45 +85,119 @@ def time_to_solve(run_dir, start, threshold=475.0, window=20):
     return float("nan")
 
 
+def final_mean(run_dir, last=100):
+    return float(np.mean([e.value for e in episodes(run_dir)][-last:]))
+
+
+def median(values):
+    values = [v for v in values if not np.isnan(v)]
+    return statistics.median(values) if values else float("nan")
+
+
+def peers(cli, workdir):
+    """ppo.py, CleanRL and SB3 at CleanRL's defaults, alternating. Returns the per-trainer results."""
+    steps = ["--total-timesteps", str(cli.peer_steps), "--seed", "1"]
+    trainers = {"ppo.py": [sys.executable, str(PPO), *steps]}
+    if cli.cleanrl:
+        trainers["CleanRL ppo.py"] = [cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), *steps]
+    if cli.sb3:
+        trainers["SB3 PPO"] = [sys.executable, str(SB3), *steps]
+    results = {name: [] for name in trainers}
+    for round_ in range(cli.repeats):
+        for name, command in trainers.items():
+            result = run(command, Path(workdir) / name.replace(" ", "_"))
+            result["solve"] = time_to_solve(result["run_dir"], result["start"])
+            result["final"] = final_mean(result["run_dir"])
+            results[name].append(result)
+            print(f"  round {round_ + 1} {name}: wall {result['wall']:.1f} s, CPU {result['cpu']:.1f} s, "
+                  f"solved in {result['solve']:.1f} s, final {result['final']:.1f}", flush=True)
+    print(f"\nCartPole-v1, CleanRL's defaults, {cli.peer_steps:,} steps, seed 1, {cli.repeats} alternating rounds, "
+          f"whole process:\n")
+    print("| trainer | wall s (median) | CPU s (median) | cores used | time to solve s (median) | final mean |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        wall, cpu = median([r["wall"] for r in runs]), median([r["cpu"] for r in runs])
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {cpu / wall:.2f} | {median([r['solve'] for r in runs]):.1f} | "
+              f"{median([r['final'] for r in runs]):.1f} |")
+    ours = results["ppo.py"]
+    for name, runs in results.items():
+        if name == "ppo.py":
+            continue
+        for key in ("wall", "cpu"):
+            ratios = [peer[key] / mine[key] for peer, mine in zip(runs, ours)]
+            print(f"{name} / ppo.py, {key}: median of the per-round ratios {median(ratios):.2f}x "
+                  f"({', '.join(f'{r:.2f}' for r in ratios)})")
+    print()
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["sps", "envs", "solve"], action="append")
-    parser.add_argument("--steps", type=int, default=100_000, help="timesteps per SPS run")
+    parser.add_argument("--only", choices=["peers", "sps", "envs", "solve"], action="append")
+    parser.add_argument("--steps", type=int, default=100_000, help="timesteps per sps and envs run")
+    parser.add_argument("--peer-steps", type=int, default=500_000, help="timesteps per peers run (CleanRL's total)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--env-counts", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    parser.add_argument("--cleanrl", help="path of CleanRL's cleanrl/ppo.py")
+    parser.add_argument("--cleanrl-python", default=sys.executable, help="the Python of CleanRL's venv")
+    parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 (pip install stable-baselines3)")
     cli = parser.parse_args()
-    parts = cli.only or ["sps", "envs", "solve"]
+    parts = cli.only or (["peers"] if cli.cleanrl or cli.sb3 else []) + ["sps", "envs", "solve"]
+    if "peers" in parts and not (cli.cleanrl or cli.sb3):
+        parser.error("--only peers needs --cleanrl PATH or --sb3")
     workdir = tempfile.mkdtemp(prefix="ppo-speed-")
-    print(f"# ppo.py speed, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}\n")
+    print(f"# ppo.py speed, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}\n", flush=True)
+
+    peer_results = peers(cli, workdir) if "peers" in parts else {}
+    cleanrl_runs = peer_results.get("CleanRL ppo.py", [])
 
     if "sps" in parts:
-        results = [run_ppo(["--total-timesteps", str(cli.steps)], workdir) for _ in range(cli.repeats)]
-        sps = [cli.steps // 512 * 512 / wall for wall, *_ in results]
-        print(f"CleanRL defaults (4 envs x 128 steps), {cli.steps:,} steps, {cli.repeats} runs, whole process:")
+        results = [run([sys.executable, str(PPO), "--total-timesteps", str(cli.steps)], Path(workdir) / "sps")
+                   for _ in range(cli.repeats)]
+        sps = [cli.steps // 512 * 512 / r["wall"] for r in results]
+        print(f"ppo.py alone, CleanRL's defaults (4 envs x 128 steps), {cli.steps:,} steps, {cli.repeats} runs:")
         print(f"  SPS median {statistics.median(sps):,.0f} (runs: {', '.join(f'{s:,.0f}' for s in sps)}), "
-              f"wall median {statistics.median(w for w, *_ in results):.1f} s, "
-              f"peak memory {max(m for _, _, m, _ in results):.0f} MiB\n")
+              f"wall median {median([r['wall'] for r in results]):.1f} s, "
+              f"peak memory {max(r['rss'] for r in results):.0f} MiB\n", flush=True)
 
     if "envs" in parts:
-        print("| num_envs | steps | SPS (whole process) | wall s | peak MiB |\n|---|---|---|---|---|")
+        reference = f"{cli.peer_steps / median([r['wall'] for r in cleanrl_runs]):,.0f}" if cleanrl_runs else None
+        print("| num_envs | steps | SPS (whole process) | wall s | peak MiB |" + (" x CleanRL's default SPS |" if reference else ""))
+        print("|---|---|---|---|---|" + ("---|" if reference else ""))
         for num_envs in cli.env_counts:
             batch = num_envs * 128
             steps = max(cli.steps, 4 * batch) // batch * batch
-            wall, _, mem, _ = run_ppo(["--num-envs", str(num_envs), "--total-timesteps", str(steps)], workdir)
-            print(f"| {num_envs} | {steps:,} | {steps / wall:,.0f} | {wall:.1f} | {mem:.0f} |", flush=True)
+            r = run([sys.executable, str(PPO), "--num-envs", str(num_envs), "--total-timesteps", str(steps)],
+                    Path(workdir) / "envs")
+            ratio = f" {steps / r['wall'] / (cli.peer_steps / median([c['wall'] for c in cleanrl_runs])):.1f} |" \
+                if reference else ""
+            print(f"| {num_envs} | {steps:,} | {steps / r['wall']:,.0f} | {r['wall']:.1f} | {r['rss']:.0f} |{ratio}",
+                  flush=True)
+        if reference:
+            print(f"(CleanRL's default run, measured above: {reference} steps/s whole process)")
         print()
 
     if "solve" in parts:
-        print(f"Time to solve (mean of last 20 returns >= 475), fast configuration:\n  {' '.join(FAST_FLAGS)}")
-        times = []
+        print(f"Time to solve (mean of last 20 returns >= 475), ppo.py's fast configuration:\n  {' '.join(FAST_FLAGS)}"
+              + ("\n  alternating with CleanRL's ppo.py at its defaults, same seed" if cli.cleanrl else ""))
+        times, cleanrl_times = [], []
         for seed in cli.seeds:
-            wall, start, _, run_dir = run_ppo(FAST_FLAGS + ["--seed", str(seed)], workdir)
-            times.append(time_to_solve(run_dir, start))
-            print(f"  seed {seed}: {times[-1]:.1f} s (whole run {wall:.1f} s)", flush=True)
+            r = run([sys.executable, str(PPO), *FAST_FLAGS, "--seed", str(seed)], Path(workdir) / "solve")
+            times.append(time_to_solve(r["run_dir"], r["start"]))
+            line = f"  seed {seed}: ppo.py {times[-1]:.1f} s (whole run {r['wall']:.1f} s)"
+            if cli.cleanrl:
+                c = run([cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), "--seed", str(seed)],
+                        Path(workdir) / "solve_cleanrl")
+                cleanrl_times.append(time_to_solve(c["run_dir"], c["start"]))
+                line += f"; CleanRL {cleanrl_times[-1]:.1f} s (whole run {c['wall']:.1f} s)"
+            print(line, flush=True)
         solved = [t for t in times if not np.isnan(t)]
-        print(f"  solved {len(solved)}/{len(times)}; median {statistics.median(times):.1f} s, "
-              f"max {max(times):.1f} s")
+        print(f"  ppo.py solved {len(solved)}/{len(times)}; median {median(times):.1f} s, max {max(times):.1f} s")
+        if cleanrl_times:
+            solved = [t for t in cleanrl_times if not np.isnan(t)]
+            print(f"  CleanRL solved {len(solved)}/{len(cleanrl_times)}; median {median(cleanrl_times):.1f} s; "
+                  f"ratio of medians (CleanRL / ppo.py) {median(cleanrl_times) / median(times):.1f}x")
 
 
 if __name__ == "__main__":
