@@ -325,11 +325,11 @@ def train(args: Args) -> Agent:
     start_iteration = restore_checkpoint(run, agent, optimizer, envs)  # 0, or the iteration a resumed run reached
     writer = open_writer(run, start_iteration * batch_size)  # TensorBoard in runs/{run_name}, the flags as a table
 
-    # ALGO Logic: Storage setup, (num_steps, num_envs, ...). What the agent sees and does stays on the
-    # device; what only the env produces stays in numpy, where the advantages are computed.
-    obs = torch.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, device=device)
-    actions = torch.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape, device=device,
-                          dtype=torch.float32 if agent.continuous else torch.long)
+    # ALGO Logic: Storage setup, (num_steps, num_envs, ...), in numpy, as the env gives and takes them
+    # (CleanRL: torch tensors on the device). The batch goes to the device once, after the rollout.
+    obs = np.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=np.float32)
+    actions = np.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape,
+                       dtype=envs.single_action_space.dtype)
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     terminations = np.zeros((args.num_steps, args.num_envs), dtype=bool)
     truncations = np.zeros((args.num_steps, args.num_envs), dtype=bool)
@@ -339,7 +339,6 @@ def train(args: Args) -> Agent:
     global_step = start_step = start_iteration * batch_size
     start_time = time.time()
     next_obs, _ = envs.reset(seed=args.seed + start_iteration * args.num_envs)  # resumed: new episodes, new seeds
-    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
     next_done = np.zeros(args.num_envs, dtype=bool)
     episode_returns = []  # every finished episode's return, for the console
 
@@ -363,24 +362,25 @@ def train(args: Args) -> Agent:
                     global_step += args.num_envs
                     obs[step] = next_obs
                     resets[step] = next_done
-                    action = agent.get_action(next_obs)  # log-probs and values: after the rollout, batched
-                    actions[step] = action
+                    # log-probs and values come after the rollout, batched
+                    action = agent.get_action(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
+                    actions[step] = action = action.cpu().numpy()
 
-                    next_obs, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
+                    next_obs, reward, terminated, truncated, infos = envs.step(action)
                     rewards[step], terminations[step], truncations[step] = reward, terminated, truncated
                     next_done = terminated | truncated
-                    next_obs = torch.as_tensor(next_obs, dtype=torch.float32, device=device)
                     if "episode" in infos:  # RecordEpisodeStatistics, on the step that ends an episode
                         for i in np.flatnonzero(infos["_episode"]):
                             episodes.append((global_step, infos["episode"]["r"][i], infos["episode"]["l"][i]))
 
             # The rollout policy's log-probs and values of all its steps, in one call: the weights did
             # not move during the rollout, so these are the numbers CleanRL computes step by step in it.
-            b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
-            b_actions = actions.reshape((-1,) + envs.single_action_space.shape)
+            b_obs = torch.as_tensor(obs.reshape((-1,) + envs.single_observation_space.shape), device=device)
+            b_actions = torch.as_tensor(actions.reshape((-1,) + envs.single_action_space.shape), device=device)
             with torch.no_grad():  # (not inference mode: these tensors enter the loss)
                 _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions)
-                next_value = agent.get_value(next_obs)  # bootstraps the steps after the rollout
+                # bootstraps the steps after the rollout
+                next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
 
             # ADVANTAGES, backwards through the rollout, in numpy (128 tiny steps: cheaper than torch ops)
             values = b_values.cpu().numpy().reshape(args.num_steps, args.num_envs)
@@ -453,23 +453,27 @@ class ClippedAdam:
     of max_grad_norm, and t the number of steps taken,
         m = beta1 * m + (1 - beta1) * g,      v = beta2 * v + (1 - beta2) * g^2
         theta -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
-    computed over one flat vector of all the gradients. Why: at these sizes each torch op costs its
-    call overhead, not its arithmetic; clipping plus torch.optim's Adam run several ops per
-    parameter tensor, this about a dozen in all, and it skips torch.optim's import of torch._dynamo
-    (about 1 s of start-up). docs/speed.md has the measured figures.
+    computed over one flat vector of all the parameters: at these sizes each torch op costs its
+    call overhead, not its arithmetic, and clipping plus torch.optim's Adam run several ops per
+    parameter tensor where this runs about a dozen in all. At its first step the parameters become
+    views into that vector, so the update writes them all at once. It also skips torch.optim's
+    import of torch._dynamo (about 1 s of start-up). docs/speed.md has the measured figures.
 
     Like torch.optim: `param_groups[0]["lr"]` is the learning rate, `zero_grad()` clears the
-    gradients, a parameter without a gradient (an unused or a frozen layer) is skipped, and a
-    parameter listed twice (a shared layer) counts once. Unlike it, the same parameters must have
-    gradients at every step, on the device and dtype of the first step: otherwise step() says so.
+    gradients, a parameter without a gradient (an unused or a frozen layer) is left as it is, a
+    parameter listed twice (a shared layer) counts once, and the model may be moved before the
+    first step. Unlike it, the parameters with a gradient must stay the same, and the model where
+    it was, after the first step: otherwise step() says so, rather than train a model it no
+    longer holds.
     """
 
     def __init__(self, params, lr: float, eps: float = 1e-8, max_grad_norm: float = math.inf, betas=(0.9, 0.999)):
         self.params = list(dict.fromkeys(params))  # a shared parameter, listed twice, counts once
         self.param_groups = [{"params": self.params, "lr": lr}]
         self.eps, self.betas, self.max_grad_norm = eps, betas, max_grad_norm
-        self.has_grad = None  # which parameters have gradients: set by the first step
-        self.exp_avg = self.exp_avg_sq = None  # m and v over those parameters, one flat vector each
+        self.flat_params = None  # every parameter, one vector; made at the first step
+        self.exp_avg = self.exp_avg_sq = None  # m and v, vectors like flat_params
+        self.has_grad = None  # which parameters have gradients, fixed by the first step
         self.steps_taken = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -479,30 +483,41 @@ class ClippedAdam:
     @torch.no_grad()
     def step(self) -> None:
         has_grad = [p.grad is not None for p in self.params]
-        if self.has_grad is None:
-            self.has_grad = has_grad
-        if has_grad != self.has_grad or not any(has_grad):
-            raise TrainingError("the optimizer's parameters with a gradient changed after its first step (a layer "
-                                "frozen, unfrozen or replaced mid-run?): build the optimizer after such edits, "
-                                "or use torch.optim, which allows it")
-        params = [p for p, g in zip(self.params, has_grad) if g]
-        grad = torch.cat([p.grad.flatten() for p in params])
-        if self.exp_avg is None:
-            self.exp_avg, self.exp_avg_sq = torch.zeros_like(grad), torch.zeros_like(grad)
-        if grad.shape != self.exp_avg.shape or grad.dtype != self.exp_avg.dtype or grad.device != self.exp_avg.device:
-            raise TrainingError(f"the model changed after the optimizer's state was made ({grad.numel()} "
-                                f"{grad.dtype} values on {grad.device}, the state has {self.exp_avg.numel()} "
-                                f"{self.exp_avg.dtype} on {self.exp_avg.device}): move or edit the model first, "
-                                "then build the optimizer")
+        if self.flat_params is None:
+            self._start(has_grad)
+        if has_grad != self.has_grad:
+            raise TrainingError("the parameters with a gradient changed after the optimizer's first step (a layer "
+                                "frozen, unfrozen or replaced mid-run?): build the optimizer after such edits, or use "
+                                "torch.optim, which allows them")
+        if [p.data_ptr() for p in self.params] != self.data_ptrs:
+            raise TrainingError("the model's parameters were moved or replaced after the optimizer's first step "
+                                "(.to(), .double(), load_state_dict(assign=True)?): do that before training starts")
+        grad = torch.cat([p.grad.flatten() if g else zeros for p, g, zeros in zip(self.params, has_grad, self.zeros)])
         grad *= (self.max_grad_norm / (grad.norm() + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s formula
         self.steps_taken += 1
         beta1, beta2 = self.betas
         self.exp_avg.lerp_(grad, 1 - beta1)
         self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         denom = (self.exp_avg_sq / (1 - beta2 ** self.steps_taken)).sqrt_().add_(self.eps)
-        update = (self.exp_avg / denom).mul_(-self.param_groups[0]["lr"] / (1 - beta1 ** self.steps_taken))
-        for p, p_update in zip(params, update.split([p.numel() for p in params])):
-            p.add_(p_update.view_as(p))
+        # Without a gradient, m = v = 0 and the update is 0: those parameters do not move.
+        self.flat_params.addcdiv_(self.exp_avg, denom, value=-self.param_groups[0]["lr"] / (1 - beta1 ** self.steps_taken))
+
+    def _start(self, has_grad: list) -> None:
+        if not any(has_grad):
+            raise TrainingError("no parameter of the optimizer has a gradient: were they replaced after it was built?")
+        self.has_grad = has_grad
+        self.flat_params = torch.cat([p.detach().flatten() for p in self.params])
+        offset = 0
+        for p in self.params:  # each parameter becomes a view into flat_params
+            p.data = self.flat_params[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        self.data_ptrs = [p.data_ptr() for p in self.params]
+        self.zeros = [torch.zeros_like(p).flatten() for p in self.params]  # the gradient of a parameter without one
+        for name in ("exp_avg", "exp_avg_sq"):
+            state = getattr(self, name)
+            if state is not None and state.shape != self.flat_params.shape:
+                raise ConfigError(f"the optimizer's state holds {state.numel()} values, the model {self.flat_params.numel()}")
+            setattr(self, name, torch.zeros_like(self.flat_params) if state is None else state.to(self.flat_params))
 
     def state_dict(self) -> dict:
         return {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq, "steps_taken": self.steps_taken,
@@ -512,11 +527,12 @@ class ClippedAdam:
         if state.get("has_grad") is not None and len(state["has_grad"]) != len(self.params):
             raise ValueError(f"the state is for {len(state['has_grad'])} parameter tensors, "
                              f"this optimizer has {len(self.params)}")
-        device = self.params[0].device
-        self.has_grad, self.steps_taken = state["has_grad"], state["steps_taken"]
-        self.exp_avg = None if state["exp_avg"] is None else state["exp_avg"].to(device)
-        self.exp_avg_sq = None if state["exp_avg_sq"] is None else state["exp_avg_sq"].to(device)
-        self.param_groups[0]["lr"] = state["lr"]
+        self.exp_avg, self.exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        self.steps_taken, self.param_groups[0]["lr"] = state["steps_taken"], state["lr"]
+        if self.flat_params is None:
+            self.has_grad = state["has_grad"]  # checked by the first step
+        else:
+            self.exp_avg, self.exp_avg_sq = self.exp_avg.to(self.flat_params), self.exp_avg_sq.to(self.flat_params)
 
 
 class ConfigError(ValueError):

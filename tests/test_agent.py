@@ -182,7 +182,7 @@ def train_side_by_side_double(ours, reference, optimizer, reference_optimizer):
 
 def test_clipped_adam_refuses_what_it_cannot_follow():
     """A model moved, or a layer frozen, after the first step: a clear error, not silent divergence."""
-    for edit in ["moved after the first step", "frozen after the first step"]:
+    for edit in ["moved after the first step", "frozen after the first step", "replaced after the first step"]:
         obs = torch.randn(8, 6)
         agent, _ = twin_agents()
         optimizer = ClippedAdam(agent.parameters(), lr=1e-2, eps=1e-5)
@@ -192,11 +192,13 @@ def test_clipped_adam_refuses_what_it_cannot_follow():
                 obs = obs.double()
             if step == 1 and edit == "frozen after the first step":
                 agent.critic[2].requires_grad_(False)
+            if step == 1 and edit == "replaced after the first step":
+                agent.load_state_dict(twin_agents()[1].state_dict(), assign=True)
             optimizer.zero_grad()
             agent.get_action_and_value(obs, torch.arange(8) % 3)[3].sum().backward()
             if step == 0:
                 optimizer.step()
-        message = "the model changed after" if edit.startswith("moved") else "with a gradient changed"
+        message = "were moved or replaced after" if edit.startswith("moved") else "with a gradient changed"
         with pytest.raises(TrainingError, match=message):
             optimizer.step()
 
