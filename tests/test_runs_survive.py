@@ -226,8 +226,8 @@ def test_disk_full_mid_run_keeps_the_last_good_checkpoint(in_tmp, monkeypatch):
 
 @pytest.mark.slow
 def test_evaluation_of_a_trained_model_matches_its_training(in_tmp):
-    # README's fast configuration: it solves CartPole in about 100k steps
-    fast = dict(num_envs=32, num_steps=16, num_minibatches=2, update_epochs=10, learning_rate=2e-3, gamma=0.98,
+    # rl-baselines3-zoo's CartPole settings: here they end at 500 after 100k steps (seeds 1-6 all did)
+    fast = dict(num_envs=8, num_steps=32, num_minibatches=1, update_epochs=20, learning_rate=1e-3, gamma=0.98,
                 gae_lambda=0.8, ent_coef=0.0, total_timesteps=100_000, seed=1)
     ppo.train(ppo.Args(**fast, save_model=True, eval_episodes=10))
     run_dir = next_run_dir(in_tmp)
