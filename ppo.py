@@ -15,6 +15,7 @@ Details: Huang et al., "The 37 Implementation Details of Proximal Policy Optimiz
 """
 
 import difflib
+import glob
 import importlib.util
 import math
 import os
@@ -29,6 +30,7 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
@@ -45,6 +47,8 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, use CUDA when it is available"""
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    """under torchrun, the torch.distributed backend: auto is nccl with CUDA, gloo on the CPU"""
     track: bool = False
     """if toggled, this experiment will be tracked with Weights and Biases"""
     wandb_project_name: str = "cleanRL"
@@ -71,11 +75,11 @@ class Args:
     env_id: str = "CartPole-v1"
     """the id of the environment (`module:Env-v0` imports `module` first to register it)"""
     total_timesteps: int = 500000
-    """total timesteps of the experiments (Box: 1000000)"""
+    """total timesteps of the experiments (under torchrun, of all processes together) (Box: 1000000)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer (Box: 3e-4)"""
     num_envs: int = 4
-    """the number of parallel game environments (Box: 1)"""
+    """the number of parallel game environments; under torchrun, of all processes together, split evenly (Box: 1)"""
     num_steps: int = 128
     """the number of steps to run in each environment per policy rollout (Box: 2048)"""
     anneal_lr: bool = True
@@ -91,7 +95,7 @@ class Args:
     update_epochs: int = 4
     """the K epochs to update the policy (Box: 10)"""
     norm_adv: bool = True
-    """Toggles advantages normalization"""
+    """Toggles advantages normalization (per minibatch; under torchrun, per process's share of it)"""
     clip_coef: float = 0.2
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
@@ -120,19 +124,19 @@ BOX_DEFAULTS = dict(total_timesteps=1000000, learning_rate=3e-4, num_envs=1, num
                     update_epochs=10, ent_coef=0.0, norm_obs=True, norm_reward=True)
 
 
-def make_envs(args: Args, video_folder: str | None = None) -> gym.vector.VectorEnv:
+def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
     """`num_envs` copies of the env, stepped together (CleanRL: `make_env` thunks in a SyncVectorEnv)."""
     if video_folder is None:
         # The env's own vector version where it has one (CartPole-v1: all copies in numpy, far cheaper
         # per step than one Python env per copy), else one Python env per copy ("sync").
-        envs = gym.make_vec(args.env_id, num_envs=args.num_envs)
+        envs = gym.make_vec(args.env_id, num_envs=num_envs)
     else:  # as CleanRL's make_env: env 0 records videos
         def make_env(i):
             if i == 0:
                 return gym.wrappers.RecordVideo(gym.make(args.env_id, render_mode="rgb_array"), video_folder)
             return gym.make(args.env_id)
 
-        envs = gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(args.num_envs)])
+        envs = gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(num_envs)])
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # first: it records the env's own rewards
     envs = with_plain_action_space(envs)  # Discrete(n) from 0, or a flat Box (below; most envs need nothing)
     if isinstance(envs.single_action_space, gym.spaces.Box) and args.clip_action:
@@ -303,43 +307,47 @@ def ppo_loss(agent, obs, actions, old_logprobs, old_values, advantages, returns,
 
 
 def train(args: Args) -> Agent:
-    run = open_run(args)  # checks flags and env (one-line errors), makes runs/{run_name} or reopens a resumed run
+    run = open_run(args)  # checks flags and env, joins torchrun's processes, makes (or reopens) runs/{run_name}
     args = run.args
     batch_size = args.num_envs * args.num_steps
     num_iterations = args.total_timesteps // batch_size
+    # Under torchrun, each of world_size processes (ranks) steps its share of the envs, and of each minibatch.
+    num_envs = args.num_envs // run.world_size
 
-    # TRY NOT TO MODIFY: seeding
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    # TRY NOT TO MODIFY: seeding. Under torchrun each process (rank) draws its own numbers: its own action noise.
+    random.seed(args.seed + run.rank)
+    np.random.seed(args.seed + run.rank)
+    torch.manual_seed(args.seed + run.rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)  # not in CleanRL: at these sizes more threads only add synchronisation
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_envs(args, f"videos/{run.name}" if args.capture_video else None)
+    envs = make_envs(args, num_envs, f"videos/{run.name}" if args.capture_video and run.rank == 0 else None)
     agent = Agent(envs).to(device)
     optimizer = ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
     # = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5), with CleanRL's
     #   nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm) inside its step() (ClippedAdam, below)
     start_iteration = restore_checkpoint(run, agent, optimizer, envs)  # 0, or the iteration a resumed run reached
+    broadcast_weights(agent)  # torchrun: every process starts from rank 0's weights
     writer = open_writer(run, start_iteration * batch_size)  # TensorBoard in runs/{run_name}, the flags as a table
 
     # ALGO Logic: Storage setup, (num_steps, num_envs, ...), in numpy, as the env gives and takes them
     # (CleanRL: torch tensors on the device). The batch goes to the device once, after the rollout.
-    obs = np.zeros((args.num_steps, args.num_envs) + envs.single_observation_space.shape, dtype=np.float32)
-    actions = np.zeros((args.num_steps, args.num_envs) + envs.single_action_space.shape,
+    obs = np.zeros((args.num_steps, num_envs) + envs.single_observation_space.shape, dtype=np.float32)
+    actions = np.zeros((args.num_steps, num_envs) + envs.single_action_space.shape,
                        dtype=envs.single_action_space.dtype)
-    rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    terminations = np.zeros((args.num_steps, args.num_envs), dtype=bool)
-    truncations = np.zeros((args.num_steps, args.num_envs), dtype=bool)
-    resets = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # CleanRL's `dones`, repurposed (ROLLOUT)
+    rewards = np.zeros((args.num_steps, num_envs), dtype=np.float32)
+    terminations = np.zeros((args.num_steps, num_envs), dtype=bool)
+    truncations = np.zeros((args.num_steps, num_envs), dtype=bool)
+    resets = np.zeros((args.num_steps, num_envs), dtype=bool)  # CleanRL's `dones`, repurposed (ROLLOUT)
 
     # TRY NOT TO MODIFY: start the game
     global_step = start_step = start_iteration * batch_size
     start_time = time.time()
-    next_obs, _ = envs.reset(seed=args.seed + start_iteration * args.num_envs)  # resumed: new episodes, new seeds
-    next_done = np.zeros(args.num_envs, dtype=bool)
+    # Env i (of all processes' envs) starts from seed + i, as in one process; a resumed run, from new seeds.
+    next_obs, _ = envs.reset(seed=args.seed + start_iteration * args.num_envs + run.rank * num_envs)
+    next_done = np.zeros(num_envs, dtype=bool)
     episode_returns = []  # every finished episode's return, for the console
 
     # Ctrl-C or SIGTERM sets stop.signum: the iteration ends, then the run. (The writer is closed, its
@@ -383,7 +391,7 @@ def train(args: Args) -> Agent:
                 next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
 
             # ADVANTAGES, backwards through the rollout, in numpy (128 tiny steps: cheaper than torch ops)
-            values = b_values.cpu().numpy().reshape(args.num_steps, args.num_envs)
+            values = b_values.cpu().numpy().reshape(args.num_steps, num_envs)
             next_value = next_value.cpu().numpy()
             if args.adv_estimator == "gae":
                 advantages = compute_gae(rewards, values, next_value, terminations, truncations,
@@ -406,15 +414,16 @@ def train(args: Args) -> Agent:
                                            b_values[mb_inds], b_advantages[mb_inds], b_returns[mb_inds], args)
                     optimizer.zero_grad()
                     loss.backward()
+                    all_reduce_gradients(agent)  # torchrun: every process steps with the mean of all their gradients
                     optimizer.step()  # = nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm); step()
                     update_stats.append(stats)
-                if args.target_kl is not None and stats["approx_kl"] > args.target_kl:
+                if args.target_kl is not None and mean_over_processes(stats["approx_kl"]) > args.target_kl:
                     break
             stats = {name: torch.stack([s[name] for s in update_stats]) for name in stats}  # (updates,) each
             check_finite(iteration, stats, agent)  # a NaN stops the run here, before it reaches a checkpoint
 
             # LOGGING, once per iteration: the last minibatch's statistics (clipfrac: the mean), as CleanRL
-            for episode_step, episode_return, episode_length in episodes:
+            for episode_step, episode_return, episode_length in gather_episodes(episodes):  # torchrun: all ranks'
                 writer.add_scalar("charts/episodic_return", episode_return, episode_step)
                 writer.add_scalar("charts/episodic_length", episode_length, episode_step)
                 episode_returns.append(float(episode_return))
@@ -433,7 +442,7 @@ def train(args: Args) -> Agent:
                 print_progress(global_step, num_iterations * batch_size, episode_returns, sps, time.time() - start_time)
             if args.checkpoint_every and iteration % args.checkpoint_every == 0:
                 save_checkpoint(run, iteration, agent, optimizer, envs)
-            if stop.signum:  # Ctrl-C or SIGTERM: finish_run writes the checkpoint and exits 130 / 143
+            if stop.requested():  # Ctrl-C or SIGTERM, in any process: finish_run checkpoints and exits 130 / 143
                 break
 
         finish_run(run, writer, global_step // batch_size, agent, optimizer, envs, stop)  # checkpoint, model, eval
@@ -637,14 +646,24 @@ def check_args(args: Args) -> None:
         raise ConfigError("--model-path is read only with --eval-only")
     if args.eval_only and args.resume:
         raise ConfigError("--eval-only and --resume exclude each other")
+    if args.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--eval-only runs in one process: python ppo.py --eval-only ..., not torchrun")
+    if args.backend == "nccl" and not (torch.cuda.is_available() and args.cuda):
+        raise ConfigError("--backend nccl needs CUDA; on the CPU use gloo (--backend auto chooses)")
     batch_size = args.num_envs * args.num_steps
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's process count
+    if args.num_envs % world_size != 0:
+        raise ConfigError(f"--num-envs {args.num_envs} does not split evenly over {world_size} torchrun processes")
     # Reset steps leave the batch: up to half of each env's steps when every episode lasts one step.
-    # Each minibatch must keep 2 real transitions (advantage normalisation takes their std).
-    fewest_real = args.num_envs * (args.num_steps // 2)
+    # Each minibatch (each process's share of it) must keep 2 real transitions: advantage normalisation
+    # takes their std.
+    num_envs = args.num_envs // world_size
+    fewest_real = num_envs * (args.num_steps // 2)
     if fewest_real < 2 * args.num_minibatches:
-        raise ConfigError(f"--num-minibatches {args.num_minibatches} is too many for {args.num_envs} envs x "
-                          f"{args.num_steps} steps: if episodes end often, as few as {fewest_real} transitions are "
-                          f"real (reset steps are left out), and each minibatch needs 2")
+        raise ConfigError(f"--num-minibatches {args.num_minibatches} is too many for {num_envs} envs x "
+                          f"{args.num_steps} steps{' per process' if world_size > 1 else ''}: if episodes end "
+                          f"often, as few as {fewest_real} transitions are real (reset steps are left out), and "
+                          f"each minibatch needs 2")
     if args.total_timesteps < batch_size:
         raise ConfigError(f"--total-timesteps {args.total_timesteps} is smaller than one batch "
                           f"(num_envs * num_steps = {batch_size})")
@@ -661,12 +680,17 @@ def first_line(e: Exception) -> str:
 
 @dataclass
 class Run:
-    """A training run: its flags, its name (runs/{name}), its directory, and on --resume the checkpoint it continues."""
+    """A training run: its flags, its name (runs/{name}) and directory, whether that directory held the run
+    before (a resume, or a torchrun restart), the checkpoint it continues (if any), and this process's
+    rank among the world_size processes of torchrun (0 of 1 when alone)."""
 
     args: Args
     name: str
     dir: str
+    reopened: bool = False
     checkpoint: dict | None = None
+    rank: int = 0
+    world_size: int = 1
 
 
 # Flags a resumed run cannot change: they decide what the agent sees, and the shape and length of the run.
@@ -675,9 +699,43 @@ RESUME_FIXED = ["env_id", "seed", "num_envs", "num_steps", "total_timesteps", "e
 
 
 def open_run(args: Args) -> Run:
-    """Check everything that can be refused, then make runs/{run_name} and start wandb; with
-    --resume, reopen the checkpoint's run in the directory it lies in."""
-    checkpoint = load_checkpoint(args.resume) if args.resume else None
+    """Check everything that can be refused (every process, before anything is written), join torchrun's
+    processes, then make runs/{run_name} and start wandb (rank 0). With --resume, or after torchrun
+    restarted failed workers, reopen the run's own directory and load its checkpoint."""
+    check_args(args)
+    if args.eval_only:
+        raise ConfigError("train() trains; --eval-only is evaluate_saved_model(args), as the command line calls it")
+    rank, world_size = join_processes(args)
+    outcome = None
+    if rank == 0:
+        try:
+            outcome = run_directory(args, world_size)
+        except ConfigError as e:
+            outcome = e
+    outcome = from_rank_0(outcome)  # every process gets rank 0's run, or its error
+    if isinstance(outcome, ConfigError):
+        raise outcome
+    run = Run(args, *outcome, rank=rank, world_size=world_size)
+    if args.track and rank == 0:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run.name, id=run.name, resume="allow", save_code=True)
+    return run
+
+
+def run_directory(args: Args, world_size: int) -> tuple[str, str, bool, dict | None]:
+    """(name, directory, reopened, checkpoint): a new runs/{run_name}, the directory of the run to
+    --resume, or after a torchrun restart, the directory of the run the failed workers trained (with
+    its checkpoint, if they wrote one)."""
+    run_dir = checkpoint = None
+    if args.resume:
+        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
+        checkpoint = load_checkpoint(args.resume)
+    elif int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        run_dir = torchrun_run_directory()
+        if run_dir is not None and os.path.exists(f"{run_dir}/checkpoint.pt"):
+            checkpoint = load_checkpoint(run_dir)
     if checkpoint is not None:
         saved = checkpoint["args"]
         changed = [name for name in RESUME_FIXED if getattr(args, name) != saved[name]]
@@ -685,21 +743,26 @@ def open_run(args: Args) -> Run:
             flags = ", ".join(f"--{name.replace('_', '-')} (was {saved[name]!r}, now {getattr(args, name)!r})"
                               for name in changed)
             raise ConfigError(f"cannot change {flags} when resuming; start a new run instead")
-    check_args(args)
-    if args.eval_only:
-        raise ConfigError("train() trains; --eval-only is evaluate_saved_model(args), as the command line calls it")
-    if checkpoint is not None:
-        run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
-        run = Run(args, checkpoint["run_name"], run_dir, checkpoint)
-    else:
-        run_name = new_run_dir(args)
-        run = Run(args, run_name, f"runs/{run_name}")
-    if args.track:
-        import wandb
+        if checkpoint["world_size"] != world_size:
+            raise ConfigError(f"this run was trained by {checkpoint['world_size']} process(es) and resumes only with as "
+                              f"many (torchrun --nproc-per-node); this is {world_size}")
+        return checkpoint["run_name"], run_dir, True, checkpoint
+    if run_dir is not None:  # restarted before its first checkpoint: start again, in the same directory
+        return os.path.basename(run_dir), run_dir, True, None
+    run_name = new_run_dir(args)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # so that restarted workers find this run (torchrun_run_directory)
+        with open(f"runs/{run_name}/torchrun_run_id", "w") as f:
+            f.write(os.environ["TORCHELASTIC_RUN_ID"])
+    return run_name, f"runs/{run_name}", False, None
 
-        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
-                   config=vars(args), name=run.name, id=run.name, resume="allow", save_code=True)
-    return run
+
+def torchrun_run_directory() -> str | None:
+    """The directory of the run that this torchrun job (TORCHELASTIC_RUN_ID) started, if it made one."""
+    for marker in sorted(glob.glob("runs/*/torchrun_run_id")):
+        with open(marker) as f:
+            if f.read() == os.environ["TORCHELASTIC_RUN_ID"]:
+                return os.path.dirname(marker)
+    return None
 
 
 def new_run_dir(args: Args) -> str:
@@ -718,10 +781,13 @@ def new_run_dir(args: Args) -> str:
     raise ConfigError(f"runs/{run_name}: 1000 runs of that name already exist")
 
 
-def open_writer(run: Run, start_step: int) -> SummaryWriter:
-    """TensorBoard in the run's directory, with the flags as a table at the step training starts from.
-    purge_step: on resume, TensorBoard hides what the old process logged after its checkpoint."""
-    writer = SummaryWriter(run.dir, purge_step=start_step + 1 if run.checkpoint else None)
+def open_writer(run: Run, start_step: int):
+    """TensorBoard in the run's directory, with the flags as a table at the step training starts from
+    (rank 0; the other processes of torchrun get a writer that writes nothing). purge_step: in a
+    reopened run, TensorBoard hides what an earlier process logged after the checkpoint."""
+    if run.rank != 0:
+        return NoWriter()
+    writer = SummaryWriter(run.dir, purge_step=start_step + 1 if run.reopened else None)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" +
                     "\n".join(f"|{key}|{value}|" for key, value in asdict(run.args).items()), start_step)
     return writer
@@ -731,16 +797,21 @@ CHECKPOINT_FORMAT = "ppo.py checkpoint v3"  # v2: the agent held observation sta
 
 
 def save_checkpoint(run: Run, iteration: int, agent: Agent, optimizer, envs: gym.vector.VectorEnv) -> None:
-    """Everything the run needs to go on from this iteration, written atomically: a crash leaves the
-    old checkpoint or the new one, never half of one."""
+    """Everything the run needs to go on from this iteration, written atomically by rank 0: a crash
+    leaves the old checkpoint or the new one, never half of one. The weights and the optimizer are
+    the same in every process; the normalisation statistics and random states are each process's own."""
     numpy_state = np.random.get_state(legacy=False)
     numpy_state["state"]["key"] = torch.from_numpy(numpy_state["state"]["key"].astype(np.int64))
+    process_state = {"env_stats": get_env_stats(envs), "rng": {
+        "torch": torch.get_rng_state(), "numpy": numpy_state,
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []}}
+    process_states = gather_from_all(process_state)  # [rank 0's, rank 1's, ...]
+    if run.rank != 0:
+        return
     checkpoint = {
-        "format": CHECKPOINT_FORMAT, "args": asdict(run.args), "run_name": run.name,
+        "format": CHECKPOINT_FORMAT, "args": asdict(run.args), "run_name": run.name, "world_size": run.world_size,
         "iteration": iteration, "global_step": iteration * run.args.num_envs * run.args.num_steps,
-        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "env_stats": get_env_stats(envs),
-        "rng": {"torch": torch.get_rng_state(), "numpy": numpy_state,
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
+        "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "processes": process_states,
     }
     path = f"{run.dir}/checkpoint.pt"
     tmp = path + ".tmp"
@@ -787,13 +858,14 @@ def restore_checkpoint(run: Run, agent: Agent, optimizer, envs: gym.vector.Vecto
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"the checkpoint in {run.dir} does not fit this agent or optimizer: {first_line(e)}") from None
-    set_env_stats(envs, checkpoint["env_stats"])
-    torch.set_rng_state(checkpoint["rng"]["torch"])
-    numpy_state = checkpoint["rng"]["numpy"]
-    numpy_state["state"]["key"] = numpy_state["state"]["key"].numpy().astype(np.uint32)
-    np.random.set_state(numpy_state)
-    if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+    process_state = checkpoint["processes"][run.rank]  # this process's own statistics and random states
+    set_env_stats(envs, process_state["env_stats"])
+    rng = process_state["rng"]
+    torch.set_rng_state(rng["torch"])
+    rng["numpy"]["state"]["key"] = rng["numpy"]["state"]["key"].numpy().astype(np.uint32)
+    np.random.set_state(rng["numpy"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return checkpoint["iteration"]
 
 
@@ -848,7 +920,16 @@ class stop_on_signal:
         if self.signum is not None:
             os._exit(128 + signum)
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again to quit at once)", flush=True)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again to quit at once)", flush=True)
+
+    def requested(self) -> bool:
+        """Whether to stop now. Under torchrun, whether any process was signalled: all stop at the same iteration."""
+        if dist.is_initialized():
+            signum = torch.tensor(self.signum or 0, device=collective_device())
+            dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+            self.signum = int(signum) or None
+        return self.signum is not None
 
     def __exit__(self, *exc_info):
         for s, handler in self.previous.items():
@@ -865,7 +946,98 @@ def check_finite(iteration: int, stats: dict, agent: Agent) -> None:
             raise TrainingError(f"iteration {iteration}: parameter {name} is not finite")
 
 
+def join_processes(args: Args) -> tuple[int, int]:
+    """(rank, world_size). Under torchrun (WORLD_SIZE > 1), join its process group, each process on
+    the GPU of its LOCAL_RANK when using CUDA. Alone: rank 0 of 1, and nothing to join."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    cuda = torch.cuda.is_available() and args.cuda
+    if cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    store, rank, world_size = next(dist.rendezvous("env://"))  # torchrun's key-value store, as init_process_group's
+    # After a restart the new processes share that store with the dead ones: keep their keys apart.
+    store = dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group({"auto": "nccl" if cuda else "gloo"}.get(args.backend, args.backend), store=store,
+                            rank=rank, world_size=world_size)
+    return rank, world_size
+
+
+def collective_device() -> torch.device:
+    """Where tensors for collectives live: nccl's are on the GPU, gloo's on the CPU."""
+    return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def from_rank_0(obj):
+    """obj as rank 0 has it, in every process (alone: obj)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_from_all(obj) -> list:
+    """[rank 0's obj, rank 1's, ...] in every process (alone: [obj])."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_weights(agent: Agent) -> None:
+    """Every process takes rank 0's weights (and buffers), so all start from the same agent."""
+    if dist.is_initialized():
+        for tensor in agent.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def all_reduce_gradients(agent: Agent) -> None:
+    """The mean gradient of all processes, in every process: one all-reduce of one flat vector (as
+    DDP would, without wrapping the agent). Alone: nothing to do."""
+    if not dist.is_initialized():
+        return
+    grads = [p.grad for p in agent.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(mean.view_as(g))
+
+
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar over all processes, so that all decide alike (--target-kl). Alone: value."""
+    if not dist.is_initialized():
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / dist.get_world_size()
+
+
+def gather_episodes(episodes: list) -> list:
+    """The episodes every process finished this iteration, for rank 0 to log, in step order."""
+    if not dist.is_initialized():
+        return episodes
+    return sorted(episode for process_episodes in gather_from_all(episodes) for episode in process_episodes)
+
+
+class NoWriter:
+    """The TensorBoard writer of torchrun's ranks other than 0: it writes nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
 def print_progress(global_step: int, total_steps: int, episode_returns: list, sps: int, elapsed: float) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 speaks for all
     recent = f"{np.mean(episode_returns[-20:]):.2f}" if episode_returns else "n/a"
     left = (total_steps - global_step) / max(sps, 1)
     print(f"step {global_step:,}/{total_steps:,} ({global_step / total_steps:.0%})  mean return (last 20) {recent}  "
@@ -886,6 +1058,10 @@ def finish_run(run: Run, writer: SummaryWriter, iteration: int, agent: Agent, op
         save_checkpoint(run, iteration, agent, optimizer, envs)
     obs_stats = get_env_stats(envs).get("obs")  # the statistics the agent was trained with, if any
     envs.close()
+    if run.rank != 0:  # the model, the evaluation and the console: rank 0's
+        if stop.signum is not None:
+            raise TrainingInterrupted(stop.signum)
+        return
     if stop.signum is None and args.save_model:
         model_path = f"{run.dir}/{args.exp_name}.cleanrl_model"
         torch.save(model_state_dict(agent, obs_stats), model_path)
@@ -923,7 +1099,7 @@ def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str 
              obs_stats: dict | None = None, stop=None) -> np.ndarray:
     """Returns of `episodes` episodes of the greedy policy on a fresh env, observations normalised
     with the given statistics (frozen) when there are any. A stop signal ends it early."""
-    envs = make_envs(replace(args, num_envs=1, norm_obs=obs_stats is not None, norm_reward=False), video_folder)
+    envs = make_envs(replace(args, norm_obs=obs_stats is not None, norm_reward=False), 1, video_folder)
     if obs_stats is not None:
         normalizer = find_wrapper(envs, gym.wrappers.vector.NormalizeObservation)
         normalizer.update_running_mean = False
@@ -957,7 +1133,7 @@ def evaluate_saved_model(args: Args) -> Agent:
     try:
         state = torch.load(args.model_path, map_location=device, weights_only=True)
         obs_stats = {key[len("obs_rms."):]: state.pop(key).cpu() for key in list(state) if key.startswith("obs_rms.")}
-        envs = make_envs(replace(args, num_envs=1, norm_obs=False, norm_reward=False))
+        envs = make_envs(replace(args, norm_obs=False, norm_reward=False), 1)
         agent = Agent(envs).to(device)
         envs.close()
         agent.load_state_dict(state)
@@ -984,10 +1160,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             train(args)
     except (ConfigError, TrainingError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, once
+            print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     except TrainingInterrupted as e:
         return e.exit_code
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

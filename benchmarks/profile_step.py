@@ -45,7 +45,7 @@ def main():
     torch.set_num_threads(1)  # as ppo.train does
     args = ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps, num_minibatches=cli.num_minibatches)
     ppo.check_args(args)
-    envs = ppo.make_envs(args)
+    envs = ppo.make_envs(args, args.num_envs)
     obs_np, _ = envs.reset(seed=1)
     agent = ppo.Agent(envs)
     optimizer = ppo.ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)

@@ -149,15 +149,17 @@ def load_returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([e.step for e in events], dtype=float), np.array([e.value for e in events], dtype=float)
 
 
-def run_one(run: Run, out: Path, extra: list[str]) -> Run:
+def run_one(run: Run, out: Path, extra: list[str], nproc: int = 1) -> Run:
     """Train once in a child process; fill in wall time, error (if any) and the logged returns."""
     # ppo.py names its directory runs/{env}__{exp_name}__{seed}__{unix time}: the pattern is
     # unique to this run within a benchmark, and diffing it before/after finds the new one
     # even when <out> already holds older runs.
-    prefix = f"{run.env_id.replace('/', '-')}__{run.variant}__{run.seed}__"
+    prefix = f"{run.env_id.replace('/', '-').replace(':', '-')}__{run.variant}__{run.seed}__"
     pattern = str(out / "runs" / glob.escape(prefix)) + "*"
     before = set(glob.glob(pattern))
-    cmd = [sys.executable, str(PPO), "--env-id", run.env_id, "--seed", str(run.seed),
+    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                    "--nproc-per-node", str(nproc)]  # torchrun
+    cmd = [*launcher, str(PPO), "--env-id", run.env_id, "--seed", str(run.seed),
            "--exp-name", run.variant, *run.flags, *extra]
     start = time.perf_counter()
     with open(run.log, "w") as log:
@@ -209,6 +211,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--extra", default="", help="flags for ppo.py passed to every run "
                    "(a single flag needs the = form: --extra=--no-anneal-lr)")
     p.add_argument("--out", type=Path, help="output directory (default: benchmarks/results/<timestamp>)")
+    p.add_argument("--nproc-per-node", type=int, default=1,
+                   help="run each training with torchrun and this many processes (data-parallel)")
     args = p.parse_args(argv)
 
     variants = args.variants or [("default", [])]
@@ -241,7 +245,7 @@ def main(argv=None) -> int:
     print(f"{len(runs)} runs, {args.workers} at a time, into {args.out}", file=sys.stderr)
     pool = ThreadPoolExecutor(max_workers=args.workers)
     try:
-        futures = [pool.submit(run_one, run, args.out, args.extra) for run in runs]
+        futures = [pool.submit(run_one, run, args.out, args.extra, args.nproc_per_node) for run in runs]
         for done, future in enumerate(as_completed(futures), 1):
             run = future.result()
             result = f"{run.score:.1f}" if run.ok else f"FAILED ({run.error}), log {run.log}"
@@ -262,7 +266,8 @@ def main(argv=None) -> int:
         f"# PPO learning benchmark, {time.strftime('%Y-%m-%d %H:%M')}\n\n"
         f"Final score: mean episodic return of the last {LAST_EPISODES} episodes, mean ± std (ddof=0) "
         f"over seeds {', '.join(map(str, args.seeds))}.\n\n"
-        f"Variants: {variants}. Flags for every run: {extra}. Workers: {args.workers}.\n\n"
+        f"Variants: {variants}. Flags for every run: {extra}. Workers: {args.workers}."
+        f"{f' Each run: torchrun, {args.nproc_per_node} processes.' if args.nproc_per_node > 1 else ''}\n\n"
         f"{table}\n\nTotal wall time: {total:.0f} s; {len(failed)} of {len(runs)} runs failed.\n\n"
         f"![learning curves](curves.png)\n")
     plot_curves(runs, args.env_ids, list(args.variants), args.out / "curves.png")

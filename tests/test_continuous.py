@@ -116,9 +116,10 @@ def test_saved_model_and_checkpoint_carry_the_normalisation(in_tmp):
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert set(model) == set(checkpoint["agent"]) | {"obs_rms.mean", "obs_rms.var"}
     assert "actor_logstd" in model
-    torch.testing.assert_close(model["obs_rms.mean"], checkpoint["env_stats"]["obs"]["mean"])
-    assert set(checkpoint["env_stats"]) == {"obs", "return"}
-    assert checkpoint["env_stats"]["return"]["count"] > 1
+    env_stats = checkpoint["processes"][0]["env_stats"]
+    torch.testing.assert_close(model["obs_rms.mean"], env_stats["obs"]["mean"])
+    assert set(env_stats) == {"obs", "return"}
+    assert env_stats["return"]["count"] > 1
 
 
 def test_a_model_without_normalisation_is_a_plain_state_dict(in_tmp):

@@ -77,7 +77,7 @@ def test_box_actions_of_more_than_one_dimension(in_tmp):
 
 def test_stats_of_the_loss_hold_no_autograd_graph():
     args = ppo.Args()
-    envs = ppo.make_envs(ppo.Args(num_envs=1))
+    envs = ppo.make_envs(ppo.Args(), 1)
     agent = ppo.Agent(envs)
     obs, actions = torch.randn(16, 4), torch.randint(0, 2, (16,))
     loss, stats = ppo.ppo_loss(agent, obs, actions, torch.zeros(16), torch.zeros(16), torch.randn(16),
@@ -210,8 +210,9 @@ def test_checkpoint_every_0_writes_no_checkpoint_even_when_stopped(in_tmp, monke
 def test_checkpoint_holds_every_random_state(in_tmp):
     ppo.train(ppo.Args(**LATE))
     checkpoint = torch.load(only_run_dir(in_tmp) / "checkpoint.pt", weights_only=True)
-    assert set(checkpoint["rng"]) == {"torch", "numpy", "cuda"}
-    assert checkpoint["rng"]["cuda"] == ([] if not torch.cuda.is_initialized() else checkpoint["rng"]["cuda"])
+    rng = checkpoint["processes"][0]["rng"]
+    assert set(rng) == {"torch", "numpy", "cuda"}
+    assert rng["cuda"] == ([] if not torch.cuda.is_initialized() else rng["cuda"])
 
 
 def test_console_line_says_progress_return_speed_and_time(tmp_path):

@@ -42,7 +42,7 @@ def train_edited(module, **flags):
     train() seeds torch, then makes the envs and the Agent: the same steps give its initial weights."""
     args = module.Args(**{**FLAGS, **flags})
     torch.manual_seed(args.seed)
-    initial = {name: p.detach().clone() for name, p in module.Agent(module.make_envs(args)).named_parameters()}
+    initial = {name: p.detach().clone() for name, p in module.Agent(module.make_envs(args, args.num_envs)).named_parameters()}
     agent = module.train(args)
     final = dict(agent.named_parameters())
     run_dir = max((Path.cwd() / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -125,7 +125,7 @@ def test_a_wider_critic(in_tmp):
 def test_another_activation(in_tmp):
     ppo = edited_ppo(in_tmp, ("nn.Tanh(),", "nn.ReLU(),"), count=4)
     initial, final, _ = train_edited(ppo)
-    assert isinstance(ppo.Agent(ppo.make_envs(ppo.Args(num_envs=1))).actor[1], torch.nn.ReLU)
+    assert isinstance(ppo.Agent(ppo.make_envs(ppo.Args(), 1)).actor[1], torch.nn.ReLU)
     assert_trained(initial, final)
 
 

@@ -1,0 +1,194 @@
+"""Data-parallel training under torchrun (gloo, on the CPU): one agent, every process's episodes in one
+run, checkpoints and resume, signals, a dead worker, two "nodes". Each test starts real torchrun jobs."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, read_scalars
+
+HARNESS = ROOT / "tests" / "torchrun_harness.py"
+pytestmark = pytest.mark.slow
+
+
+def start(flags, cwd, nproc=2, torchrun_flags=("--standalone",)):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"), PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *torchrun_flags, "--nproc-per-node",
+                             str(nproc), str(HARNESS), *flags], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout=240):
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
+
+
+def ranks(cwd, world_size=2):
+    return [torch.load(Path(cwd) / "harness" / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+
+
+def only_run_dir(cwd):
+    (run_dir,) = list((Path(cwd) / "runs").iterdir())
+    return run_dir
+
+
+def checkpoint_iteration(run_dir):
+    try:
+        return torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0
+
+
+def wait_for_checkpoint(cwd, at_least, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = list((Path(cwd) / "runs").glob("*")) if (Path(cwd) / "runs").exists() else []
+        if runs and checkpoint_iteration(runs[0]) >= at_least:
+            return runs[0]
+        time.sleep(0.05)
+    raise AssertionError("the run made no progress")
+
+
+def assert_one_contiguous_history(run_dir, iterations, global_batch):
+    scalars = read_scalars(run_dir)
+    for tag in ("losses/approx_kl", "charts/learning_rate"):
+        assert [step for step, _ in scalars[tag]] == [global_batch * i for i in range(1, iterations + 1)], tag
+    episode_steps = [step for step, _ in scalars["charts/episodic_return"]]
+    assert episode_steps == sorted(episode_steps)
+
+
+# 5 iterations of 4 envs (2 in each of 2 processes) x 16 steps: 5 x 2 epochs x 2 minibatches all-reduces
+TINY = ["--env-id", "toy_envs:Counter-v0", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2",
+        "--update-epochs", "2", "--total-timesteps", "320", "--checkpoint-every", "2"]
+
+
+def test_two_processes_train_one_agent(tmp_path):
+    code, out = finish(start(TINY, tmp_path))
+    assert code == 0, out
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["exit_code"] == rank1["exit_code"] == 0
+    assert rank0["iteration"] == rank1["iteration"] == 5
+    # identical weights at the end: one agent, trained on both processes' gradients
+    assert rank0["weights"].keys() == rank1["weights"].keys()
+    assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
+    # env i of all 4 is seeded seed + i, as in one process: 1, 2 on rank 0, 3, 4 on rank 1
+    assert rank0["reset_seeds"] == [1] and rank1["reset_seeds"] == [3]
+    # one run directory, with both processes' episodes (Counter-v0 episodes last 5 steps)
+    run_dir = only_run_dir(tmp_path)
+    scalars = read_scalars(run_dir)
+    assert rank0["episodes"] > 0 and rank1["episodes"] > 0
+    assert len(scalars["charts/episodic_return"]) == rank0["episodes"] + rank1["episodes"]
+    assert {value for _, value in scalars["charts/episodic_return"]} == {5.0}
+    assert_one_contiguous_history(run_dir, 5, global_batch=64)
+    # one checkpoint, by rank 0, with each process's own random states
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["world_size"] == 2 and checkpoint["iteration"] == 5 and checkpoint["global_step"] == 320
+    keys = [p["rng"]["numpy"]["state"]["key"] for p in checkpoint["processes"]]
+    assert len(keys) == 2 and not torch.equal(keys[0], keys[1])
+    assert out.count("step 320/320 (100%)") == 1  # rank 0 alone speaks
+
+
+def test_a_two_process_run_resumes_with_two_processes(tmp_path):
+    code, out = finish(start(TINY, tmp_path))
+    assert code == 0, out
+    run_dir = only_run_dir(tmp_path)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    checkpoint["args"]["total_timesteps"] = 8 * 64  # as if stopped after 5 of 8 iterations
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
+
+    alone = subprocess.run([sys.executable, str(ROOT / "ppo.py"), "--resume", str(run_dir)], cwd=tmp_path,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT / "tests")), capture_output=True, text=True)
+    assert alone.returncode == 2
+    assert "trained by 2 process(es) and resumes only with as many" in alone.stderr
+
+    code, out = finish(start(["--resume", str(run_dir)], tmp_path))
+    assert code == 0, out
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [run_dir.name]
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["iteration"] == rank1["iteration"] == 8
+    assert rank0["reset_seeds"] == [1 + 5 * 4] and rank1["reset_seeds"] == [1 + 5 * 4 + 2]  # new seeds
+    assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
+    assert_one_contiguous_history(run_dir, 8, global_batch=64)
+
+
+# 80 iterations of 8 envs (4 in each process) x 128 steps, a checkpoint every 2: long enough to interrupt
+ITERATIONS = 80
+LONG = ["--num-envs", "8", "--total-timesteps", str(ITERATIONS * 1024), "--checkpoint-every", "2"]
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_one_iteration(tmp_path):
+    proc = start(LONG, tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path, 4)
+    proc.send_signal(signal.SIGTERM)
+    code, out = finish(proc)
+    assert code != 0  # torchrun reports the signal itself; its workers exit 143
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["exit_code"] == rank1["exit_code"] == 143, out
+    assert rank0["iteration"] == rank1["iteration"] == checkpoint_iteration(run_dir)
+    assert 4 <= rank0["iteration"] < ITERATIONS
+    assert out.count("resume with:") == 1 and f"--resume {run_dir.relative_to(tmp_path)}" in out
+
+    code, out = finish(start(["--resume", str(run_dir)], tmp_path))
+    assert code == 0, out
+    assert_one_contiguous_history(run_dir, ITERATIONS, global_batch=1024)
+
+
+def test_a_killed_worker_is_restarted_and_resumes_from_the_checkpoint(tmp_path):
+    proc = start(LONG, tmp_path, torchrun_flags=("--standalone", "--max-restarts", "1"))
+    run_dir = wait_for_checkpoint(tmp_path, 4)
+    os.kill(ranks(tmp_path)[1]["pid"], signal.SIGKILL)
+    code, out = finish(proc)
+    assert code == 0, out
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [run_dir.name]  # no second run directory
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["restart"] == rank1["restart"] == 1  # both processes were started again ...
+    resumed_at = (rank0["reset_seeds"][0] - 1) // 8  # ... and resumed from a checkpoint: seed 1 + k * 8
+    assert resumed_at >= 4 and rank1["reset_seeds"][0] == 1 + resumed_at * 8 + 4
+    assert rank0["iteration"] == rank1["iteration"] == ITERATIONS
+    assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
+    assert_one_contiguous_history(run_dir, ITERATIONS, global_batch=1024)
+
+
+def test_a_killed_worker_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
+    proc = start(LONG, tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path, 4)
+    os.kill(ranks(tmp_path)[1]["pid"], signal.SIGKILL)
+    code, out = finish(proc)
+    assert code != 0
+    assert "rank      : 1" in out and "Signal 9 (SIGKILL)" in out  # torchrun names the dead worker
+    assert 4 <= torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] < ITERATIONS  # intact
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_through_a_c10d_rendezvous(tmp_path):
+    """Two torchrun commands of one process each, as two machines would start them."""
+    rendezvous = ("--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"localhost:{free_port()}",
+                  "--rdzv-id", "test-job")
+    nodes = [start(TINY, tmp_path, nproc=1, torchrun_flags=rendezvous) for _ in range(2)]
+    results = [finish(node) for node in nodes]
+    assert all(code == 0 for code, _ in results), results
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["iteration"] == rank1["iteration"] == 5
+    assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
+    assert_one_contiguous_history(only_run_dir(tmp_path), 5, global_batch=64)
+
+
+def test_bad_input_is_refused_by_every_rank_and_said_once(tmp_path):
+    code, out = finish(start(["--env-id", "CartPol-v1"], tmp_path))
+    assert code != 0
+    assert out.count("error: unknown env id 'CartPol-v1'") == 1
+    assert [r["exit_code"] for r in ranks(tmp_path)] == [2, 2]
+    assert not (tmp_path / "runs").exists()
