@@ -12,6 +12,9 @@ Parts (--only picks some; by default all, with peers only when --cleanrl or --sb
          many cores each used (CPU / wall), time to solve and the final mean return of each run.
 - sps:   ppo.py alone, --repeats runs of --steps steps: steps per second and peak memory.
 - envs:  ppo.py with num_envs = 1, 4, 16, 64, 256 (one run each, num_steps 128).
+- procs: ppo.py under torchrun (gloo) with 2 and 4 processes against plain `python ppo.py`, at
+         CleanRL's defaults in each process (4 envs x 128 steps each: --num-envs 4N), alternating,
+         --repeats rounds of --steps steps per process: steps per second of the whole job.
 - solve: wall seconds from process start until the mean of the last 20 episodic returns first
          reaches 475, for ppo.py's fast configuration (FAST_FLAGS), seeds --seeds; with --cleanrl,
          each seed alternates with a CleanRL run at its defaults, and the ratio of the medians is
@@ -133,17 +136,18 @@ def peers(cli, workdir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["peers", "sps", "envs", "solve"], action="append")
+    parser.add_argument("--only", choices=["peers", "sps", "envs", "procs", "solve"], action="append")
     parser.add_argument("--steps", type=int, default=100_000, help="timesteps per sps and envs run")
     parser.add_argument("--peer-steps", type=int, default=500_000, help="timesteps per peers run (CleanRL's total)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--env-counts", type=int, nargs="+", default=[1, 4, 16, 64, 256])
+    parser.add_argument("--procs", type=int, nargs="+", default=[2, 4], help="torchrun process counts for procs")
     parser.add_argument("--cleanrl", help="path of CleanRL's cleanrl/ppo.py")
     parser.add_argument("--cleanrl-python", default=sys.executable, help="the Python of CleanRL's venv")
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 (pip install stable-baselines3)")
     cli = parser.parse_args()
-    parts = cli.only or (["peers"] if cli.cleanrl or cli.sb3 else []) + ["sps", "envs", "solve"]
+    parts = cli.only or (["peers"] if cli.cleanrl or cli.sb3 else []) + ["sps", "envs", "procs", "solve"]
     if "peers" in parts and not (cli.cleanrl or cli.sb3):
         parser.error("--only peers needs --cleanrl PATH or --sb3")
     workdir = tempfile.mkdtemp(prefix="ppo-speed-")
@@ -177,6 +181,23 @@ def main():
         if reference:
             print(f"(CleanRL's default run, measured above: {reference} steps/s whole process)")
         print()
+
+    if "procs" in parts:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+        commands = {1: [sys.executable, str(PPO)]} | {n: [*torchrun, str(n), str(PPO)] for n in cli.procs}
+        sps = {n: [] for n in commands}
+        for _ in range(cli.repeats):
+            for n, command in commands.items():
+                steps = cli.steps * n // 512 * 512
+                r = run([*command, "--num-envs", str(4 * n), "--total-timesteps", str(steps)], Path(workdir) / "procs")
+                sps[n].append(steps / r["wall"])
+        print(f"Processes, CleanRL's defaults in each (4 envs x 128 steps), {cli.steps:,} steps per process, "
+              f"{cli.repeats} alternating rounds, whole job:")
+        for n, values in sps.items():
+            print(f"  {n} process{'es under torchrun' if n > 1 else ' (python ppo.py)'}: SPS median "
+                  f"{statistics.median(values):,.0f} ({', '.join(f'{v:,.0f}' for v in values)}), "
+                  f"{statistics.median(values) / statistics.median(sps[1]):.2f}x one process")
+        print(flush=True)
 
     if "solve" in parts:
         print(f"Time to solve (mean of last 20 returns >= 475), ppo.py's fast configuration:\n  {' '.join(FAST_FLAGS)}"
