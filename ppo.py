@@ -74,6 +74,8 @@ class Args:
     # spaces, a flag not given takes ppo_continuous_action.py's value, shown as "Box:" (BOX_DEFAULTS).
     env_id: str = "CartPole-v1"
     """the id of the environment (`module:Env-v0` imports `module` first to register it)"""
+    preset: Literal["none", "tuned"] = "none"
+    """tuned: the settings tuned for --env-id (PRESETS in ppo.py) for CartPole-v1, Acrobot-v1, MountainCar-v0, LunarLander-v3, Pendulum-v1, MountainCarContinuous-v0, HalfCheetah-v5, Hopper-v5, Walker2d-v5; flags given still win"""
     total_timesteps: int = 500000
     """total timesteps of the experiments (under torchrun, of all processes together) (Box: 1000000)"""
     learning_rate: float = 2.5e-4
@@ -560,21 +562,54 @@ class TrainingInterrupted(Exception):
         self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
+# --preset tuned: settings tuned on a 2-core machine for these envs (docs/presets.md has the results and
+# the command that reproduces them). Plain data: edit a value, or add an env. Flags given still win.
+PRESETS = {
+    # rl-baselines3-zoo's: short rollouts of 8 envs, one minibatch of 256 reused for 20 epochs, a
+    # shorter horizon (gamma 0.98, lambda 0.8), no entropy bonus. 500 within 100k steps.
+    "CartPole-v1": dict(total_timesteps=100_000, num_envs=8, num_steps=32, num_minibatches=1, update_epochs=20,
+                        learning_rate=1e-3, gamma=0.98, gae_lambda=0.8, ent_coef=0.0),
+    # rl-zoo's: normalised observations and rewards, 16 envs x 256 steps, minibatches of 64.
+    "Acrobot-v1": dict(total_timesteps=1_000_000, norm_obs=True, norm_reward=True, num_envs=16, num_steps=256,
+                       num_minibatches=64, update_epochs=4, learning_rate=3e-4, gae_lambda=0.94, ent_coef=0.0),
+    # rl-zoo's: normalised observations (the car's position and speed have tiny scales) and rewards,
+    # many short rollouts (16 envs x 16 steps) and a long horizon (lambda 0.98).
+    "MountainCar-v0": dict(total_timesteps=1_000_000, norm_obs=True, norm_reward=True, num_envs=16, num_steps=16,
+                           num_minibatches=4, update_epochs=4, learning_rate=3e-4, gae_lambda=0.98, ent_coef=0.0),
+    # rl-zoo's: long rollouts (16 envs x 1024 steps), minibatches of 64, gamma 0.999 (landing pays late).
+    "LunarLander-v3": dict(total_timesteps=1_000_000, num_envs=16, num_steps=1024, num_minibatches=256,
+                           update_epochs=4, learning_rate=3e-4, gamma=0.999, gae_lambda=0.98, ent_coef=0.01),
+    # rl-zoo's, without gSDE: gamma 0.9 (the swing-up pays within a few steps), lr 1e-3, minibatches of 64.
+    "Pendulum-v1": dict(total_timesteps=100_000, num_envs=4, num_steps=1024, num_minibatches=64, update_epochs=10,
+                        learning_rate=1e-3, gamma=0.9, gae_lambda=0.95, ent_coef=0.0),
+    "MountainCarContinuous-v0": dict(total_timesteps=100_000),
+    # CleanRL's continuous defaults (BOX_DEFAULTS), which already beat its published v4 figures here.
+    "HalfCheetah-v5": dict(),
+    "Hopper-v5": dict(),
+    "Walker2d-v5": dict(),
+}
+
+
 def parse_args(argv: list[str] | None = None) -> Args:
     """The flags of a command line (sys.argv when None), over the defaults the env or the run gives.
 
     The flags given always win. The others take CleanRL's ppo.py defaults (the values in Args),
-    BOX_DEFAULTS for a Box action space, or with --resume the resumed run's own values.
+    BOX_DEFAULTS for a Box action space, then the env's preset with --preset tuned (PRESETS); or
+    with --resume the resumed run's own values.
     From Python, `parse_args(["--env-id", "Pendulum-v1"])` gives the Args the command line would.
     """
-    args = tyro.cli(Args, args=argv)  # what was asked: which env, which run to resume
+    args = tyro.cli(Args, args=argv)  # what was asked: which env, which preset, which run to resume
     if args.resume:
         saved = load_checkpoint(args.resume)["args"]
         defaults = replace(Args(), **{f.name: saved[f.name] for f in fields(Args) if f.name in saved})
-    elif isinstance(probe_env(args.env_id)[1], gym.spaces.Box):
-        defaults = replace(Args(), **BOX_DEFAULTS)
     else:
-        return args
+        defaults = Args()
+        if isinstance(probe_env(args.env_id)[1], gym.spaces.Box):
+            defaults = replace(defaults, **BOX_DEFAULTS)
+        if args.preset == "tuned":
+            if args.env_id not in PRESETS:
+                raise ConfigError(f"no tuned preset for {args.env_id}; there are presets for {', '.join(PRESETS)}")
+            defaults = replace(defaults, **PRESETS[args.env_id])
     return tyro.cli(Args, args=argv, default=defaults)  # the same flags, over those defaults
 
 
@@ -584,7 +619,8 @@ def probe_env(env_id: str):
     try:
         envs = gym.make_vec(env_id, num_envs=1)
     except gym.error.DependencyNotInstalled as e:
-        extra = " (pip install -r requirements-mujoco.txt)" if "mujoco" in str(e).lower() else ""
+        extras = {"mujoco": "requirements-mujoco.txt", "box2d": "requirements-box2d.txt"}
+        extra = "".join(f" (pip install -r {file})" for name, file in extras.items() if name in str(e).lower())
         raise ConfigError(f"{env_id} needs a package that is not installed{extra}: {first_line(e)}") from None
     except gym.error.Error as e:
         name = env_id.split(":")[-1]
@@ -648,6 +684,8 @@ def check_args(args: Args) -> None:
         raise ConfigError("--eval-only and --resume exclude each other")
     if args.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--eval-only runs in one process: python ppo.py --eval-only ..., not torchrun")
+    if args.preset == "tuned" and args.env_id not in PRESETS:
+        raise ConfigError(f"no tuned preset for {args.env_id}; there are presets for {', '.join(PRESETS)}")
     if args.backend == "nccl" and not (torch.cuda.is_available() and args.cuda):
         raise ConfigError("--backend nccl needs CUDA; on the CPU use gloo (--backend auto chooses)")
     batch_size = args.num_envs * args.num_steps
@@ -947,14 +985,13 @@ def check_finite(iteration: int, stats: dict, agent: Agent) -> None:
 
 
 def join_processes(args: Args) -> tuple[int, int]:
-    """(rank, world_size). Under torchrun (WORLD_SIZE > 1), join its process group, each process on
-    the GPU of its LOCAL_RANK when using CUDA. Alone: rank 0 of 1, and nothing to join."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
+    """(rank, world_size). Under torchrun (or any launcher that sets WORLD_SIZE), join its process
+    group, each process on the GPU of its LOCAL_RANK when using CUDA. Alone: rank 0 of 1, nothing to join."""
+    if "WORLD_SIZE" not in os.environ:
         return 0, 1
     cuda = torch.cuda.is_available() and args.cuda
     if cuda:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     store, rank, world_size = next(dist.rendezvous("env://"))  # torchrun's key-value store, as init_process_group's
     # After a restart the new processes share that store with the dead ones: keep their keys apart.
     store = dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)

@@ -35,6 +35,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 
 PPO = Path(__file__).resolve().parents[1] / "ppo.py"
 RETURN_TAG = "charts/episodic_return"
+EVAL_TAG = "eval/episodic_return"  # --eval-episodes: the greedy policy after training
 LAST_EPISODES = 100  # final score = mean return of the last 100 episodes
 SMOOTH_EPISODES = 20  # running-mean window for the curves
 OWN_FLAGS = {"--env-id", "--seed", "--exp-name"}  # set by the runner for each run
@@ -51,10 +52,15 @@ class Run:
     error: str = ""  # why the run counts as failed; empty when it succeeded
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    eval_returns: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def eval_score(self) -> float:
+        return float(self.eval_returns.mean()) if self.eval_returns.size else float("nan")
 
     @property
     def score(self) -> float:
@@ -108,12 +114,16 @@ def summarise(runs: list[Run], env_ids, variants) -> list[dict]:
         for variant in variants:
             group = [r for r in runs if r.env_id == env_id and r.variant == variant]
             scores = [r.score for r in group if r.ok and not np.isnan(r.score)]
+            evals = [r.eval_score for r in group if r.ok and not np.isnan(r.eval_score)]
             walls = [r.wall_s for r in group if r.ok]
             rows.append(dict(
                 env=env_id, variant=variant,
                 mean=float(np.mean(scores)) if scores else float("nan"),
                 std=float(np.std(scores)) if scores else float("nan"),
+                eval_mean=float(np.mean(evals)) if evals else float("nan"),
+                eval_std=float(np.std(evals)) if evals else float("nan"),
                 seeds=[(r.seed, r.score, r.error, r.log) for r in group],
+                eval_seeds=[r.eval_score for r in group],
                 wall=float(np.mean(walls)) if walls else float("nan"),
             ))
     return rows
@@ -121,8 +131,10 @@ def summarise(runs: list[Run], env_ids, variants) -> list[dict]:
 
 def format_table(rows: list[dict], out: Path) -> str:
     """Markdown table; failed runs name their log, relative to `out` (where results.md lives)."""
-    lines = ["| env | variant | final score (mean ± std) | per seed | wall s / run |",
-             "|---|---|---|---|---|"]
+    evaluated = any(not np.isnan(row.get("eval_mean", float("nan"))) for row in rows)
+    lines = ["| env | variant | final score (mean ± std) | per seed | wall s / run |"
+             + (" greedy eval (mean ± std) | eval per seed |" if evaluated else ""),
+             "|---|---|---|---|---|" + ("---|---|" if evaluated else "")]
     for row in rows:
         per_seed = []
         for seed, score, error, log in row["seeds"]:
@@ -132,20 +144,25 @@ def format_table(rows: list[dict], out: Path) -> str:
                 per_seed.append(f"{seed}: " + ("no episodes" if np.isnan(score) else f"{score:.2f}"))
         final = "failed" if np.isnan(row["mean"]) else f"{row['mean']:.2f} ± {row['std']:.2f}"
         wall = "-" if np.isnan(row["wall"]) else f"{row['wall']:.0f}"
-        lines.append(f"| {row['env']} | {row['variant']} | {final} | {', '.join(per_seed)} | {wall} |")
+        line = f"| {row['env']} | {row['variant']} | {final} | {', '.join(per_seed)} | {wall} |"
+        if evaluated:
+            evals = ", ".join(f"{seed}: {value:.2f}" for (seed, *_), value in zip(row["seeds"], row["eval_seeds"]))
+            eval_mean = "-" if np.isnan(row["eval_mean"]) else f"{row['eval_mean']:.2f} ± {row['eval_std']:.2f}"
+            line += f" {eval_mean} | {evals} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- running and reading runs
 
-def load_returns(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(global steps, episodic returns) of one run, in the order the episodes ended."""
+def load_returns(run_dir: Path, tag: str = RETURN_TAG) -> tuple[np.ndarray, np.ndarray]:
+    """(global steps, episodic returns) of one run, in the order the episodes ended (or another tag's)."""
     # size_guidance 0 keeps every scalar; the default keeps a random sample of 10,000.
     acc = EventAccumulator(str(run_dir), size_guidance={SCALARS: 0})
     acc.Reload()
-    if RETURN_TAG not in acc.Tags()["scalars"]:
+    if tag not in acc.Tags()["scalars"]:
         return np.zeros(0), np.zeros(0)
-    events = acc.Scalars(RETURN_TAG)
+    events = acc.Scalars(tag)
     return np.array([e.step for e in events], dtype=float), np.array([e.value for e in events], dtype=float)
 
 
@@ -174,6 +191,7 @@ def run_one(run: Run, out: Path, extra: list[str], nproc: int = 1) -> Run:
         run.error = f"expected one new run directory matching {pattern}, found {len(new_dirs)}"
     else:
         run.steps, run.returns = load_returns(Path(new_dirs[0]))
+        run.eval_returns = load_returns(Path(new_dirs[0]), EVAL_TAG)[1]
     return run
 
 

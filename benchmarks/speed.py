@@ -45,6 +45,7 @@ PPO = ROOT / "ppo.py"
 SB3 = ROOT / "benchmarks" / "sb3_ppo.py"
 # The fast CartPole configuration (README, "Fast configuration"): many cheap numpy envs, short
 # rollouts, few large minibatches, a higher learning rate, no entropy bonus.
+CPU = ["--no-cuda"]  # every trainer on the CPU, also where a GPU is (SB3's script asks for the CPU itself)
 FAST_FLAGS = ["--num-envs", "32", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "5",
               "--learning-rate", "3e-3", "--gamma", "0.98", "--gae-lambda", "0.8", "--ent-coef", "0",
               "--total-timesteps", "100000"]
@@ -68,7 +69,7 @@ def run(command, workdir):
 
 def run_ppo(flags, workdir, ppo=PPO):
     """ppo.py once; returns (wall seconds, start time, peak RSS in MiB, run directory) (compare.py uses it)."""
-    result = run([sys.executable, str(ppo), *flags], workdir)
+    result = run([sys.executable, str(ppo), *flags, *CPU], workdir)
     return result["wall"], result["start"], result["rss"], result["run_dir"]
 
 
@@ -100,9 +101,9 @@ def median(values):
 def peers(cli, workdir):
     """ppo.py, CleanRL and SB3 at CleanRL's defaults, alternating. Returns the per-trainer results."""
     steps = ["--total-timesteps", str(cli.peer_steps), "--seed", "1"]
-    trainers = {"ppo.py": [sys.executable, str(PPO), *steps]}
+    trainers = {"ppo.py": [sys.executable, str(PPO), *steps, *CPU]}
     if cli.cleanrl:
-        trainers["CleanRL ppo.py"] = [cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), *steps]
+        trainers["CleanRL ppo.py"] = [cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), *steps, *CPU]
     if cli.sb3:
         trainers["SB3 PPO"] = [sys.executable, str(SB3), *steps]
     results = {name: [] for name in trainers}
@@ -157,7 +158,7 @@ def main():
     cleanrl_runs = peer_results.get("CleanRL ppo.py", [])
 
     if "sps" in parts:
-        results = [run([sys.executable, str(PPO), "--total-timesteps", str(cli.steps)], Path(workdir) / "sps")
+        results = [run([sys.executable, str(PPO), "--total-timesteps", str(cli.steps), *CPU], Path(workdir) / "sps")
                    for _ in range(cli.repeats)]
         sps = [cli.steps // 512 * 512 / r["wall"] for r in results]
         print(f"ppo.py alone, CleanRL's defaults (4 envs x 128 steps), {cli.steps:,} steps, {cli.repeats} runs:")
@@ -172,7 +173,7 @@ def main():
         for num_envs in cli.env_counts:
             batch = num_envs * 128
             steps = max(cli.steps, 4 * batch) // batch * batch
-            r = run([sys.executable, str(PPO), "--num-envs", str(num_envs), "--total-timesteps", str(steps)],
+            r = run([sys.executable, str(PPO), "--num-envs", str(num_envs), "--total-timesteps", str(steps), *CPU],
                     Path(workdir) / "envs")
             ratio = f" {steps / r['wall'] / (cli.peer_steps / median([c['wall'] for c in cleanrl_runs])):.1f} |" \
                 if reference else ""
@@ -189,7 +190,8 @@ def main():
         for _ in range(cli.repeats):
             for n, command in commands.items():
                 steps = cli.steps * n // 512 * 512
-                r = run([*command, "--num-envs", str(4 * n), "--total-timesteps", str(steps)], Path(workdir) / "procs")
+                r = run([*command, "--num-envs", str(4 * n), "--total-timesteps", str(steps), *CPU],
+                        Path(workdir) / "procs")
                 sps[n].append(steps / r["wall"])
         print(f"Processes, CleanRL's defaults in each (4 envs x 128 steps), {cli.steps:,} steps per process, "
               f"{cli.repeats} alternating rounds, whole job:")
@@ -204,11 +206,11 @@ def main():
               + ("\n  alternating with CleanRL's ppo.py at its defaults, same seed" if cli.cleanrl else ""))
         times, cleanrl_times = [], []
         for seed in cli.seeds:
-            r = run([sys.executable, str(PPO), *FAST_FLAGS, "--seed", str(seed)], Path(workdir) / "solve")
+            r = run([sys.executable, str(PPO), *FAST_FLAGS, "--seed", str(seed), *CPU], Path(workdir) / "solve")
             times.append(time_to_solve(r["run_dir"], r["start"]))
             line = f"  seed {seed}: ppo.py {times[-1]:.1f} s (whole run {r['wall']:.1f} s)"
             if cli.cleanrl:
-                c = run([cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), "--seed", str(seed)],
+                c = run([cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), "--seed", str(seed), *CPU],
                         Path(workdir) / "solve_cleanrl")
                 cleanrl_times.append(time_to_solve(c["run_dir"], c["start"]))
                 line += f"; CleanRL {cleanrl_times[-1]:.1f} s (whole run {c['wall']:.1f} s)"

@@ -174,6 +174,17 @@ def test_tiny_halfcheetah_run(in_tmp):
     assert [v for _, v in scalars["charts/episodic_length"]] == [1000.0]
 
 
+def test_missing_box2d_is_one_line(in_tmp, monkeypatch):
+    def make_vec(env_id, **kwargs):
+        raise gym.error.DependencyNotInstalled('Box2D is not installed, you can install it by run `pip install swig` '
+                                               'followed by `pip install "gymnasium[box2d]"`')
+
+    monkeypatch.setattr(ppo.gym, "make_vec", make_vec)
+    with pytest.raises(ppo.ConfigError, match=r"LunarLander-v3 needs a package .*requirements-box2d.txt"):
+        ppo.train(ppo.parse_args(["--env-id", "LunarLander-v3", "--preset", "tuned"]))
+    assert list(in_tmp.iterdir()) == []
+
+
 def test_missing_mujoco_is_one_line(in_tmp, monkeypatch):
     def make_vec(env_id, **kwargs):
         raise gym.error.DependencyNotInstalled('MuJoCo is not installed, run `pip install "gymnasium[mujoco]"`')
@@ -182,3 +193,67 @@ def test_missing_mujoco_is_one_line(in_tmp, monkeypatch):
     with pytest.raises(ppo.ConfigError, match=r"HalfCheetah-v5 needs a package .*requirements-mujoco.txt"):
         ppo.train(ppo.Args(env_id="HalfCheetah-v5"))
     assert list(in_tmp.iterdir()) == []
+
+
+# --preset tuned (PRESETS) and normalisation for every action space
+
+def test_preset_applies_its_values_and_given_flags_win():
+    tuned = ppo.parse_args(["--env-id", "CartPole-v1", "--preset", "tuned"])
+    assert tuned == ppo.Args(env_id="CartPole-v1", preset="tuned", **ppo.PRESETS["CartPole-v1"])
+    assert (tuned.num_envs, tuned.update_epochs, tuned.total_timesteps) == (8, 20, 100_000)
+    given = ppo.parse_args(["--env-id", "CartPole-v1", "--preset", "tuned", "--num-envs", "4", "--seed", "3"])
+    assert (given.num_envs, given.seed, given.update_epochs) == (4, 3, 20)
+    # Box envs: BOX_DEFAULTS first, then the preset over them
+    pendulum = ppo.parse_args(["--env-id", "Pendulum-v1", "--preset", "tuned"])
+    assert pendulum == ppo.Args(env_id="Pendulum-v1", preset="tuned", **{**ppo.BOX_DEFAULTS, **ppo.PRESETS["Pendulum-v1"]})
+    # without --preset, CleanRL's defaults
+    assert ppo.parse_args(["--env-id", "CartPole-v1"]) == ppo.Args()
+
+
+def test_an_env_without_a_preset_is_one_line(in_tmp):
+    with pytest.raises(ppo.ConfigError, match="no tuned preset for toy_envs:Counter-v0; there are presets for CartPole-v1"):
+        ppo.parse_args(["--env-id", "toy_envs:Counter-v0", "--preset", "tuned"])
+    with pytest.raises(ppo.ConfigError, match="no tuned preset for toy_envs:Counter-v0"):
+        ppo.train(ppo.Args(env_id="toy_envs:Counter-v0", preset="tuned"))
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_help_lists_the_presets(tmp_path):
+    from test_train import run_cli
+
+    help_text = " ".join(run_cli("--help", cwd=tmp_path).stdout.replace("│", " ").split())
+    listed = help_text.split("(PRESETS in ppo.py) for ")[1].split("; flags given still win")[0]
+    assert listed.split(", ") == list(ppo.PRESETS)
+
+
+def test_tuned_run_logs_the_values_it_used(in_tmp):
+    ppo.train(ppo.parse_args(["--env-id", "CartPole-v1", "--preset", "tuned", "--total-timesteps", "512"]))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((in_tmp / "runs").iterdir())))
+    events.Reload()
+    table = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "|preset|tuned|" in table and "|update_epochs|20|" in table and "|num_envs|8|" in table
+
+
+def test_normalisation_works_for_discrete_actions_and_resumes(in_tmp, monkeypatch):
+    """--norm-obs and --norm-reward with Discrete actions: the agent sees normalised observations, and
+    the statistics go into the checkpoint and come back on resume."""
+    seen = []
+    real_loss = ppo.ppo_loss
+    monkeypatch.setattr(ppo, "ppo_loss", lambda agent, obs, *rest: seen.append(obs.clone()) or real_loss(agent, obs, *rest))
+    flags = ["--env-id", "toy_envs:Counter-v0", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
+             "--total-timesteps", "128", "--norm-obs", "--norm-reward"]
+    ppo.train(ppo.parse_args(flags))
+    assert torch.cat(seen).max() < 4  # raw observations are 0..5; normalised, about -1.5..1.5
+    run_dir = next((in_tmp / "runs").iterdir())
+    stats = torch.load(run_dir / "checkpoint.pt", weights_only=True)["processes"][0]["env_stats"]
+    assert set(stats) == {"obs", "return"} and abs(float(stats["obs"]["mean"][0]) - 2.5) < 0.2  # obs 0..5, evenly
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    checkpoint["args"]["total_timesteps"] = 256
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
+    agent = ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
+    resumed = torch.load(run_dir / "checkpoint.pt", weights_only=True)["processes"][0]["env_stats"]
+    # the statistics went on from the checkpoint's (128 steps, then 128 more), not from scratch
+    assert resumed["obs"]["count"] > stats["obs"]["count"] + 100
+    assert resumed["return"]["count"] > stats["return"]["count"] + 100

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 def start(flags, cwd, nproc=2, torchrun_flags=("--standalone",)):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+               PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *torchrun_flags, "--nproc-per-node",
                              str(nproc), str(HARNESS), *flags], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
