@@ -142,6 +142,17 @@ def test_sigterm_to_torchrun_stops_every_rank_at_one_iteration(tmp_path):
     assert_one_contiguous_history(run_dir, ITERATIONS, global_batch=1024)
 
 
+def test_a_signal_to_one_process_stops_all_at_one_iteration(tmp_path):
+    """SIGTERM to rank 1 alone: the stop flag, all-reduced at each iteration's end, stops rank 0 too."""
+    proc = start(LONG, tmp_path)
+    run_dir = wait_for_checkpoint(tmp_path, 4)
+    os.kill(ranks(tmp_path)[1]["pid"], signal.SIGTERM)
+    code, out = finish(proc)
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["exit_code"] == rank1["exit_code"] == 143, out
+    assert rank0["iteration"] == rank1["iteration"] == checkpoint_iteration(run_dir) < ITERATIONS
+
+
 def test_a_killed_worker_is_restarted_and_resumes_from_the_checkpoint(tmp_path):
     proc = start(LONG, tmp_path, torchrun_flags=("--standalone", "--max-restarts", "1"))
     run_dir = wait_for_checkpoint(tmp_path, 4)
