@@ -16,7 +16,8 @@ Parts (--only picks some; by default all, with peers only when --cleanrl or --sb
          CleanRL's defaults in each process (4 envs x 128 steps each: --num-envs 4N), alternating,
          --repeats rounds of --steps steps per process: steps per second of the whole job.
 - solve: wall seconds from process start until the mean of the last 20 episodic returns first
-         reaches 475, for ppo.py's fast configuration (FAST_FLAGS), seeds --seeds; with --cleanrl,
+         reaches 475, for ppo.py's fast configuration (FAST_FLAGS: the CartPole preset), seeds --seeds;
+         with --cleanrl,
          each seed alternates with a CleanRL run at its defaults, and the ratio of the medians is
          printed.
 A claim against a peer is a ratio measured in one run of this script: absolute figures move by
@@ -43,12 +44,11 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 ROOT = Path(__file__).resolve().parents[1]
 PPO = ROOT / "ppo.py"
 SB3 = ROOT / "benchmarks" / "sb3_ppo.py"
-# The fast CartPole configuration (README, "Fast configuration"): many cheap numpy envs, short
-# rollouts, few large minibatches, a higher learning rate, no entropy bonus.
+# The fast CartPole configuration is its preset (PRESETS in ppo.py): 8 envs x 32 steps, one minibatch
+# reused for 20 epochs, lr 1e-3, gamma 0.98, lambda 0.8, 100k steps. It solved 5 seeds of 5; the
+# faster-on-average 32 envs x 16 steps at lr 3e-3 (5 epochs) failed one seed in five.
+FAST_FLAGS = ["--env-id", "CartPole-v1", "--preset", "tuned"]
 CPU = ["--no-cuda"]  # every trainer on the CPU, also where a GPU is (SB3's script asks for the CPU itself)
-FAST_FLAGS = ["--num-envs", "32", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "5",
-              "--learning-rate", "3e-3", "--gamma", "0.98", "--gae-lambda", "0.8", "--ent-coef", "0",
-              "--total-timesteps", "100000"]
 
 
 def run(command, workdir):
