@@ -26,3 +26,19 @@ def in_tmp(tmp_path, monkeypatch):
     """Run in an empty directory, so runs/ lands in tmp_path."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def loss_inputs(monkeypatch):
+    """Every minibatch ppo.ppo_loss sees during the test, as (observations, actions)."""
+    import ppo
+
+    calls = []
+    real_loss = ppo.ppo_loss
+
+    def recording_loss(agent, obs, actions, *rest):
+        calls.append((obs.clone(), actions.clone()))
+        return real_loss(agent, obs, actions, *rest)
+
+    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
+    return calls

@@ -56,18 +56,10 @@ def test_gaussian_head_matches_torch_distributions():
     torch.testing.assert_close(agent.get_greedy_action(torch.zeros(1, 3))[0], mean)
 
 
-def test_actions_are_stored_unclipped_and_sent_clipped(in_tmp, monkeypatch):
-    stored = []
-    real_loss = ppo.ppo_loss
-
-    def recording_loss(agent, obs, actions, *rest):
-        stored.append(actions.clone())
-        return real_loss(agent, obs, actions, *rest)
-
-    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
+def test_actions_are_stored_unclipped_and_sent_clipped(in_tmp, loss_inputs):
     toy_envs.BoxActionEnv.received_actions.clear()
     ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", **TINY))
-    stored_actions = torch.cat(stored)
+    stored_actions = torch.cat([actions for _, actions in loss_inputs])
     received = np.array(toy_envs.BoxActionEnv.received_actions)
     assert stored_actions.abs().max() > 0.5  # std 1 at the start: most samples fall outside [-0.5, 0.5]
     assert np.abs(received).max() <= 0.5
@@ -78,18 +70,10 @@ def test_actions_are_stored_unclipped_and_sent_clipped(in_tmp, monkeypatch):
     assert np.abs(np.array(toy_envs.BoxActionEnv.received_actions)).max() > 0.5
 
 
-def test_observations_are_normalised_in_training_and_frozen_in_evaluation(in_tmp, monkeypatch):
-    seen = []
-    real_loss = ppo.ppo_loss
-
-    def recording_loss(agent, obs, *rest):
-        seen.append(obs.clone())
-        return real_loss(agent, obs, *rest)
-
-    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
+def test_observations_are_normalised_in_training_and_frozen_in_evaluation(in_tmp, monkeypatch, loss_inputs):
     agent = ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", norm_obs=True, save_model=True,
                                **dict(TINY, total_timesteps=256)))
-    seen = torch.cat(seen)
+    seen = torch.cat([obs for obs, _ in loss_inputs])
     assert seen.abs().max() <= 10 and abs(seen.mean()) < 1  # raw observations are around 100
     # The saved model carries the statistics it was trained with (mean ~100, std ~5).
     model = torch.load(next((in_tmp / "runs").iterdir()) / "ppo.cleanrl_model", weights_only=True)
@@ -236,16 +220,13 @@ def test_tuned_run_logs_the_values_it_used(in_tmp):
     assert "|preset|tuned|" in table and "|update_epochs|20|" in table and "|num_envs|8|" in table
 
 
-def test_normalisation_works_for_discrete_actions_and_resumes(in_tmp, monkeypatch):
+def test_normalisation_works_for_discrete_actions_and_resumes(in_tmp, loss_inputs):
     """--norm-obs and --norm-reward with Discrete actions: the agent sees normalised observations, and
     the statistics go into the checkpoint and come back on resume."""
-    seen = []
-    real_loss = ppo.ppo_loss
-    monkeypatch.setattr(ppo, "ppo_loss", lambda agent, obs, *rest: seen.append(obs.clone()) or real_loss(agent, obs, *rest))
     flags = ["--env-id", "toy_envs:Counter-v0", "--num-envs", "2", "--num-steps", "32", "--num-minibatches", "2",
              "--total-timesteps", "128", "--norm-obs", "--norm-reward"]
     ppo.train(ppo.parse_args(flags))
-    assert torch.cat(seen).max() < 4  # raw observations are 0..5; normalised, about -1.5..1.5
+    assert torch.cat([obs for obs, _ in loss_inputs]).max() < 4  # raw observations are 0..5; normalised, about -1.5..1.5
     run_dir = next((in_tmp / "runs").iterdir())
     stats = torch.load(run_dir / "checkpoint.pt", weights_only=True)["processes"][0]["env_stats"]
     assert set(stats) == {"obs", "return"} and abs(float(stats["obs"]["mean"][0]) - 2.5) < 0.2  # obs 0..5, evenly

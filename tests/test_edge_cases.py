@@ -19,37 +19,22 @@ def only_run_dir(cwd):
     return run_dir
 
 
-def record_minibatches(monkeypatch):
-    """Patch ppo_loss to record each minibatch's observations."""
-    seen = []
-    real_loss = ppo.ppo_loss
-
-    def recording_loss(agent, obs, *rest):
-        seen.append(obs.clone())
-        return real_loss(agent, obs, *rest)
-
-    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
-    return seen
-
-
-def test_minibatches_keep_two_real_transitions_when_every_step_ends_an_episode(in_tmp, monkeypatch):
+def test_minibatches_keep_two_real_transitions_when_every_step_ends_an_episode(in_tmp, loss_inputs):
     """Counter1-v0 ends an episode at every step, so every other step is a reset step: the most the
     batch can lose. The flags check_args accepts still leave 2 real transitions per minibatch."""
-    seen = record_minibatches(monkeypatch)
     ppo.train(ppo.Args(env_id="toy_envs:Counter1-v0", num_envs=1, num_steps=8, num_minibatches=2, update_epochs=1,
                        total_timesteps=32))
-    assert [len(obs) for obs in seen] == [2] * 8  # 4 iterations x 2 minibatches of the 4 real steps
-    assert torch.cat(seen).unique().tolist() == [0.0]  # only real transitions (obs 0), never a reset step's
+    assert [len(obs) for obs, _ in loss_inputs] == [2] * 8  # 4 iterations x 2 minibatches of the 4 real steps
+    assert torch.cat([obs for obs, _ in loss_inputs]).unique().tolist() == [0.0]  # only real transitions (obs 0), never a reset step's
     # One more minibatch could hold a single transition, whose std is NaN: refused before training.
     with pytest.raises(ppo.ConfigError, match="--num-minibatches 3 is too many for 1 envs x 8 steps"):
         ppo.check_args(ppo.Args(env_id="toy_envs:Counter1-v0", num_envs=1, num_steps=8, num_minibatches=3))
 
 
-def test_any_number_of_minibatches_that_keeps_two_real_transitions(in_tmp, monkeypatch):
+def test_any_number_of_minibatches_that_keeps_two_real_transitions(in_tmp, loss_inputs):
     """Minibatches split the real transitions as evenly as they can (CleanRL: the batch must divide)."""
-    seen = record_minibatches(monkeypatch)
     ppo.train(ppo.Args(num_envs=3, num_steps=10, num_minibatches=4, update_epochs=1, total_timesteps=30))
-    sizes = [len(obs) for obs in seen]
+    sizes = [len(obs) for obs, _ in loss_inputs]
     assert len(sizes) == 4 and max(sizes) - min(sizes) <= 1 and sum(sizes) >= 28  # at most 2 reset steps
 
 

@@ -122,23 +122,15 @@ def test_a_run_never_writes_into_an_existing_run_directory(in_tmp):
     assert all(os.listdir(p) == ["old"] for p in (in_tmp / "runs").iterdir() if p != new[0])
 
 
-def test_reset_steps_are_not_trained_on(in_tmp, monkeypatch):
+def test_reset_steps_are_not_trained_on(in_tmp, loss_inputs):
     """Under NEXT_STEP autoreset the step after an episode's end only resets the env.
 
     Counter-v0's observation counts steps; the final observation [5] starts no real
     transition, so it must never reach the loss, while every real one (0..4) must.
     """
-    seen = []
-
-    def recording_loss(agent, obs, *rest):
-        seen.append(obs.clone())
-        return real_loss(agent, obs, *rest)
-
-    real_loss = ppo.ppo_loss
-    monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
     ppo.train(ppo.Args(env_id="toy_envs:Counter-v0", num_envs=2, num_steps=16, num_minibatches=2,
                        update_epochs=1, total_timesteps=96))
-    counts = torch.cat(seen).flatten()
+    counts = torch.cat([obs for obs, _ in loss_inputs]).flatten()
     assert set(counts.tolist()) == {0.0, 1.0, 2.0, 3.0, 4.0}
     # 6 steps per episode (5 real + 1 reset); 96 steps -> 80 real transitions
     assert len(counts) == 80
