@@ -516,6 +516,9 @@ class ClippedAdam:
     def _start(self, has_grad: list) -> None:
         if not any(has_grad):
             raise TrainingError("no parameter of the optimizer has a gradient: were they replaced after it was built?")
+        if self.has_grad is not None and has_grad != self.has_grad:  # a loaded state, for other parameters
+            raise TrainingError("the parameters with a gradient are not those of the optimizer state loaded from the "
+                                "checkpoint (a layer frozen or unfrozen since?): start a new run")
         self.has_grad = has_grad
         self.flat_params = torch.cat([p.detach().flatten() for p in self.params])
         offset = 0
@@ -524,10 +527,8 @@ class ClippedAdam:
             offset += p.numel()
         self.data_ptrs = [p.data_ptr() for p in self.params]
         self.zeros = [torch.zeros_like(p).flatten() for p in self.params]  # the gradient of a parameter without one
-        for name in ("exp_avg", "exp_avg_sq"):
+        for name in ("exp_avg", "exp_avg_sq"):  # zeros, or the state loaded from a checkpoint
             state = getattr(self, name)
-            if state is not None and state.shape != self.flat_params.shape:
-                raise ConfigError(f"the optimizer's state holds {state.numel()} values, the model {self.flat_params.numel()}")
             setattr(self, name, torch.zeros_like(self.flat_params) if state is None else state.to(self.flat_params))
 
     def state_dict(self) -> dict:
@@ -538,6 +539,9 @@ class ClippedAdam:
         if state.get("has_grad") is not None and len(state["has_grad"]) != len(self.params):
             raise ValueError(f"the state is for {len(state['has_grad'])} parameter tensors, "
                              f"this optimizer has {len(self.params)}")
+        if state["exp_avg"] is not None and state["exp_avg"].numel() != sum(p.numel() for p in self.params):
+            raise ValueError(f"the state holds {state['exp_avg'].numel()} values, the parameters "
+                             f"{sum(p.numel() for p in self.params)}")
         self.exp_avg, self.exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         self.steps_taken, self.param_groups[0]["lr"] = state["steps_taken"], state["lr"]
         if self.flat_params is None:

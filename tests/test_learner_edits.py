@@ -105,8 +105,7 @@ def test_a_trunk_shared_by_actor_and_critic(in_tmp):
     assert_trained(initial, final)
 
 
-def test_a_wider_critic(in_tmp):
-    wider = NETWORKS.replace("""            layer_init(nn.Linear(obs_size, 64)),
+WIDER_CRITIC = NETWORKS.replace("""            layer_init(nn.Linear(obs_size, 64)),
             nn.Tanh(),
             layer_init(nn.Linear(64, 64)),
             nn.Tanh(),
@@ -115,8 +114,11 @@ def test_a_wider_critic(in_tmp):
             layer_init(nn.Linear(256, 256)),
             nn.Tanh(),
             layer_init(nn.Linear(256, 1), std=1.0),""")
-    assert wider != NETWORKS
-    ppo = edited_ppo(in_tmp, (NETWORKS, wider))
+
+
+def test_a_wider_critic(in_tmp):
+    assert WIDER_CRITIC != NETWORKS
+    ppo = edited_ppo(in_tmp, (NETWORKS, WIDER_CRITIC))
     initial, final, _ = train_edited(ppo)
     assert final["critic.2.weight"].shape == (256, 256)
     assert_trained(initial, final)
@@ -159,3 +161,17 @@ def test_another_optimizer_swapped_in_as_the_readme_says(in_tmp):
     assert resumed["iteration"] == 8
     assert not torch.equal(resumed["optimizer"]["state"][0]["square_avg"], checkpoint["optimizer"]["state"][0]["square_avg"])
     assert all(torch.isfinite(p).all() for p in agent.parameters())
+
+
+def test_resuming_with_an_edited_agent_is_refused_in_one_line(in_tmp):
+    """A checkpoint of the original agent does not fit a wider critic: one line, before anything is written."""
+    import ppo as original
+
+    original.train(original.Args(**{**FLAGS, "total_timesteps": 128, "checkpoint_every": 1}))
+    (run_dir,) = list((in_tmp / "runs").iterdir())
+    before = {p.name: p.stat().st_mtime for p in run_dir.iterdir()}
+    edited = edited_ppo(in_tmp, (NETWORKS, WIDER_CRITIC))
+    with pytest.raises(edited.ConfigError, match="does not fit this agent or optimizer") as error:
+        edited.train(edited.parse_args(["--resume", str(run_dir)]))
+    assert "\n" not in str(error.value)
+    assert {p.name: p.stat().st_mtime for p in run_dir.iterdir()} == before
