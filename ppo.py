@@ -539,9 +539,9 @@ class ClippedAdam:
         if state.get("has_grad") is not None and len(state["has_grad"]) != len(self.params):
             raise ValueError(f"the state is for {len(state['has_grad'])} parameter tensors, "
                              f"this optimizer has {len(self.params)}")
-        if state["exp_avg"] is not None and state["exp_avg"].numel() != sum(p.numel() for p in self.params):
-            raise ValueError(f"the state holds {state['exp_avg'].numel()} values, the parameters "
-                             f"{sum(p.numel() for p in self.params)}")
+        size = sum(p.numel() for p in self.params)
+        if state["exp_avg"] is not None and state["exp_avg"].numel() != size:
+            raise ValueError(f"the state holds {state['exp_avg'].numel()} values, the parameters {size}")
         self.exp_avg, self.exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         self.steps_taken, self.param_groups[0]["lr"] = state["steps_taken"], state["lr"]
         if self.flat_params is None:
@@ -604,6 +604,13 @@ PRESETS = {
 }
 
 
+def tuned_preset(env_id: str) -> dict:
+    """The flag values of --preset tuned for env_id (PRESETS), or a one-line error for an env without one."""
+    if env_id not in PRESETS:
+        raise ConfigError(f"no tuned preset for {env_id}; there are presets for {', '.join(PRESETS)}")
+    return PRESETS[env_id]
+
+
 def parse_args(argv: list[str] | None = None) -> Args:
     """The flags of a command line (sys.argv when None), over the defaults the env or the run gives.
 
@@ -621,9 +628,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
         if isinstance(probe_env(args.env_id)[1], gym.spaces.Box):
             defaults = replace(defaults, **BOX_DEFAULTS)
         if args.preset == "tuned":
-            if args.env_id not in PRESETS:
-                raise ConfigError(f"no tuned preset for {args.env_id}; there are presets for {', '.join(PRESETS)}")
-            defaults = replace(defaults, **PRESETS[args.env_id])
+            defaults = replace(defaults, **tuned_preset(args.env_id))
     return tyro.cli(Args, args=argv, default=defaults)  # the same flags, over those defaults
 
 
@@ -698,8 +703,8 @@ def check_args(args: Args) -> None:
         raise ConfigError("--eval-only and --resume exclude each other")
     if args.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("--eval-only runs in one process: python ppo.py --eval-only ..., not torchrun")
-    if args.preset == "tuned" and args.env_id not in PRESETS:
-        raise ConfigError(f"no tuned preset for {args.env_id}; there are presets for {', '.join(PRESETS)}")
+    if args.preset == "tuned":
+        tuned_preset(args.env_id)  # refuses an env without one
     if args.backend == "nccl" and not (torch.cuda.is_available() and args.cuda):
         raise ConfigError("--backend nccl needs CUDA; on the CPU use gloo (--backend auto chooses)")
     batch_size = args.num_envs * args.num_steps

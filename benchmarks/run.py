@@ -122,8 +122,7 @@ def summarise(runs: list[Run], env_ids, variants) -> list[dict]:
                 std=float(np.std(scores)) if scores else float("nan"),
                 eval_mean=float(np.mean(evals)) if evals else float("nan"),
                 eval_std=float(np.std(evals)) if evals else float("nan"),
-                seeds=[(r.seed, r.score, r.error, r.log) for r in group],
-                eval_seeds=[r.eval_score for r in group],
+                seeds=[(r.seed, r.score, r.eval_score, r.error, r.log) for r in group],
                 wall=float(np.mean(walls)) if walls else float("nan"),
             ))
     return rows
@@ -131,13 +130,13 @@ def summarise(runs: list[Run], env_ids, variants) -> list[dict]:
 
 def format_table(rows: list[dict], out: Path) -> str:
     """Markdown table; failed runs name their log, relative to `out` (where results.md lives)."""
-    evaluated = any(not np.isnan(row.get("eval_mean", float("nan"))) for row in rows)
+    evaluated = any(not np.isnan(row["eval_mean"]) for row in rows)
     lines = ["| env | variant | final score (mean ± std) | per seed | wall s / run |"
              + (" greedy eval (mean ± std) | eval per seed |" if evaluated else ""),
              "|---|---|---|---|---|" + ("---|---|" if evaluated else "")]
     for row in rows:
         per_seed = []
-        for seed, score, error, log in row["seeds"]:
+        for seed, score, _, error, log in row["seeds"]:
             if error:
                 per_seed.append(f"{seed}: FAILED ({error}, see {os.path.relpath(log, out)})")
             else:
@@ -146,7 +145,7 @@ def format_table(rows: list[dict], out: Path) -> str:
         wall = "-" if np.isnan(row["wall"]) else f"{row['wall']:.0f}"
         line = f"| {row['env']} | {row['variant']} | {final} | {', '.join(per_seed)} | {wall} |"
         if evaluated:
-            evals = ", ".join(f"{seed}: {value:.2f}" for (seed, *_), value in zip(row["seeds"], row["eval_seeds"]))
+            evals = ", ".join(f"{seed}: {value:.2f}" for seed, _, value, *_ in row["seeds"])
             eval_mean = "-" if np.isnan(row["eval_mean"]) else f"{row['eval_mean']:.2f} ± {row['eval_std']:.2f}"
             line += f" {eval_mean} | {evals} |"
         lines.append(line)

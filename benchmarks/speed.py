@@ -16,10 +16,9 @@ Parts (--only picks some; by default all, with peers only when --cleanrl or --sb
          CleanRL's defaults in each process (4 envs x 128 steps each: --num-envs 4N), alternating,
          --repeats rounds of --steps steps per process: steps per second of the whole job.
 - solve: wall seconds from process start until the mean of the last 20 episodic returns first
-         reaches 475, for ppo.py's fast configuration (FAST_FLAGS: the CartPole preset), seeds --seeds;
-         with --cleanrl,
-         each seed alternates with a CleanRL run at its defaults, and the ratio of the medians is
-         printed.
+         reaches 475, for ppo.py's fast configuration (FAST_FLAGS: the CartPole preset), seeds
+         --seeds; with --cleanrl, each seed alternates with a CleanRL run at its defaults, and the
+         ratio of the medians is printed.
 A claim against a peer is a ratio measured in one run of this script: absolute figures move by
 1.5x or more between machines and days. Runs go one at a time: never run this beside another
 timing job (or tests).
