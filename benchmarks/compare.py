@@ -4,15 +4,18 @@
     python benchmarks/compare.py /tmp/ppo_old.py ppo.py --runs 3 -- --total-timesteps 100000
 
 Alternating runs see the same machine noise, so the median of the per-pair ratios is a far
-steadier figure than two separate medians on a noisy machine. Never run beside another job.
+steadier figure than two separate medians on a noisy machine. Wall and CPU time (user + system)
+both: a version that finishes sooner by keeping a second core busy shows it in the CPU ratio.
+Never run beside another job.
 """
 
 import argparse
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
-from speed import run_ppo
+from speed import CPU, run
 
 
 def main():
@@ -23,15 +26,17 @@ def main():
     cli, flags = parser.parse_known_args()  # everything after -- goes to both versions
     flags = [f for f in flags if f != "--"]
     workdir = tempfile.mkdtemp(prefix="ppo-compare-")
-    walls = {"a": [], "b": []}
+    results = {"a": [], "b": []}
     for i in range(cli.runs):
         for key, path in (("a", cli.ppo_a), ("b", cli.ppo_b)):
-            wall, *_ = run_ppo(flags, workdir, ppo=path.resolve())
-            walls[key].append(wall)
-            print(f"run {i + 1} {key} ({path}): {wall:.1f} s", flush=True)
-    ratios = [a / b for a, b in zip(walls["a"], walls["b"])]
-    print(f"median wall: a {statistics.median(walls['a']):.1f} s, b {statistics.median(walls['b']):.1f} s; "
-          f"median ratio a/b {statistics.median(ratios):.2f} (>1: b is faster)")
+            result = run([sys.executable, str(path.resolve()), *flags, *CPU], workdir)
+            results[key].append(result)
+            print(f"run {i + 1} {key} ({path}): wall {result['wall']:.1f} s, CPU {result['cpu']:.1f} s", flush=True)
+    for key in ("wall", "cpu"):
+        a, b = ([r[key] for r in results[k]] for k in ("a", "b"))
+        ratios = [x / y for x, y in zip(a, b)]
+        print(f"median {key}: a {statistics.median(a):.1f} s, b {statistics.median(b):.1f} s; "
+              f"median ratio a/b {statistics.median(ratios):.2f} (>1: b is faster)")
 
 
 if __name__ == "__main__":

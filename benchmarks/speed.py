@@ -10,6 +10,8 @@ Parts (--only picks some; by default all, with peers only when --cleanrl or --sb
          128 steps, --peer-steps steps, seed 1), alternating (ours, CleanRL, SB3, ours, ...) for
          --repeats rounds: wall and CPU seconds, medians, the median of the per-round ratios, how
          many cores each used (CPU / wall), time to solve and the final mean return of each run.
+         --bare adds benchmarks/bare_loop.py to the rounds: ppo.py's own pieces in its loop with
+         nothing around them (no logging, no checks, no checkpoints), the floor of its design.
 - sps:   ppo.py alone, --repeats runs of --steps steps: steps per second and peak memory.
 - envs:  ppo.py with num_envs = 1, 4, 16, 64, 256 (one run each, num_steps 128).
 - procs: ppo.py under torchrun (gloo) with 2 and 4 processes against plain `python ppo.py`, at
@@ -43,6 +45,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 ROOT = Path(__file__).resolve().parents[1]
 PPO = ROOT / "ppo.py"
 SB3 = ROOT / "benchmarks" / "sb3_ppo.py"
+BARE = ROOT / "benchmarks" / "bare_loop.py"
 # The fast CartPole configuration is its preset (PRESETS in ppo.py): 8 envs x 32 steps, one minibatch
 # reused for 20 epochs, lr 1e-3, gamma 0.98, lambda 0.8, unclipped value loss, 100k steps. Its greedy
 # policy scores 500 for seeds 1-10; the faster-on-average 32 envs x 16 steps at lr 3e-3 (5 epochs)
@@ -53,7 +56,8 @@ CPU = ["--no-cuda"]  # every trainer on the CPU, also where a GPU is (SB3's scri
 
 def run(command, workdir):
     """Run a trainer once in workdir. Returns a dict: wall and CPU seconds (user + system, of the process
-    and any children it waited for), start time, peak RSS in MiB, and the run directory it wrote."""
+    and any children it waited for), start time, peak RSS in MiB, and the run directory it wrote (None
+    if it wrote none)."""
     Path(workdir).mkdir(parents=True, exist_ok=True)
     before = set((Path(workdir) / "runs").glob("*"))
     start = time.time()
@@ -62,15 +66,10 @@ def run(command, workdir):
     wall = time.time() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(map(str, command))} failed:\n{proc.stderr.read()}")
-    (run_dir,) = set((Path(workdir) / "runs").glob("*")) - before
+    new_dirs = set((Path(workdir) / "runs").glob("*")) - before
+    run_dir = new_dirs.pop() if new_dirs else None
     return dict(wall=wall, cpu=usage.ru_utime + usage.ru_stime, start=start, rss=usage.ru_maxrss / 1024,
                 run_dir=run_dir)
-
-
-def run_ppo(flags, workdir, ppo=PPO):
-    """ppo.py once; returns (wall seconds, start time, peak RSS in MiB, run directory) (compare.py uses it)."""
-    result = run([sys.executable, str(ppo), *flags, *CPU], workdir)
-    return result["wall"], result["start"], result["rss"], result["run_dir"]
 
 
 def episodes(run_dir):
@@ -102,6 +101,8 @@ def peers(cli, workdir):
     """ppo.py, CleanRL and SB3 at CleanRL's defaults, alternating. Returns the per-trainer results."""
     steps = ["--total-timesteps", str(cli.peer_steps), "--seed", "1"]
     trainers = {"ppo.py": [sys.executable, str(PPO), *steps, *CPU]}
+    if cli.bare:
+        trainers["ppo.py bare loop"] = [sys.executable, str(BARE), *steps, *CPU]
     if cli.cleanrl:
         trainers["CleanRL ppo.py"] = [cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), *steps, *CPU]
     if cli.sb3:
@@ -110,8 +111,9 @@ def peers(cli, workdir):
     for round_ in range(cli.repeats):
         for name, command in trainers.items():
             result = run(command, Path(workdir) / name.replace(" ", "_"))
-            result["solve"] = time_to_solve(result["run_dir"], result["start"])
-            result["final"] = final_mean(result["run_dir"])
+            logged = result["run_dir"] is not None  # the bare loop logs nothing
+            result["solve"] = time_to_solve(result["run_dir"], result["start"]) if logged else float("nan")
+            result["final"] = final_mean(result["run_dir"]) if logged else float("nan")
             results[name].append(result)
             print(f"  round {round_ + 1} {name}: wall {result['wall']:.1f} s, CPU {result['cpu']:.1f} s, "
                   f"solved in {result['solve']:.1f} s, final {result['final']:.1f}", flush=True)
@@ -121,15 +123,16 @@ def peers(cli, workdir):
     print("|---|---|---|---|---|---|")
     for name, runs in results.items():
         wall, cpu = median([r["wall"] for r in runs]), median([r["cpu"] for r in runs])
-        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {cpu / wall:.2f} | {median([r['solve'] for r in runs]):.1f} | "
-              f"{median([r['final'] for r in runs]):.1f} |")
-    ours = results["ppo.py"]
-    for name, runs in results.items():
-        if name == "ppo.py":
-            continue
+        solve, final = median([r["solve"] for r in runs]), median([r["final"] for r in runs])
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {cpu / wall:.2f} | "
+              + " | ".join("-" if np.isnan(x) else f"{x:.1f}" for x in (solve, final)) + " |")
+    pairs = [(name, "ppo.py") for name in results if name != "ppo.py"]
+    if cli.bare:  # how far the peers are from the floor of ppo.py's design
+        pairs += [(name, "ppo.py bare loop") for name in results if not name.startswith("ppo.py")]
+    for name, ours in pairs:
         for key in ("wall", "cpu"):
-            ratios = [peer[key] / mine[key] for peer, mine in zip(runs, ours)]
-            print(f"{name} / ppo.py, {key}: median of the per-round ratios {median(ratios):.2f}x "
+            ratios = [peer[key] / mine[key] for peer, mine in zip(results[name], results[ours])]
+            print(f"{name} / {ours}, {key}: median of the per-round ratios {median(ratios):.2f}x "
                   f"({', '.join(f'{r:.2f}' for r in ratios)})")
     print()
     return results
@@ -147,10 +150,11 @@ def main():
     parser.add_argument("--cleanrl", help="path of CleanRL's cleanrl/ppo.py")
     parser.add_argument("--cleanrl-python", default=sys.executable, help="the Python of CleanRL's venv")
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 (pip install stable-baselines3)")
+    parser.add_argument("--bare", action="store_true", help="also run benchmarks/bare_loop.py (peers only)")
     cli = parser.parse_args()
     parts = cli.only or (["peers"] if cli.cleanrl or cli.sb3 else []) + ["sps", "envs", "procs", "solve"]
-    if "peers" in parts and not (cli.cleanrl or cli.sb3):
-        parser.error("--only peers needs --cleanrl PATH or --sb3")
+    if "peers" in parts and not (cli.cleanrl or cli.sb3 or cli.bare):
+        parser.error("--only peers needs --cleanrl PATH, --sb3 or --bare")
     workdir = tempfile.mkdtemp(prefix="ppo-speed-")
     print(f"# ppo.py speed, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}\n", flush=True)
 
