@@ -1,6 +1,6 @@
 """Where a training iteration's time goes: each piece of ppo.py's loop timed alone.
 
-    python benchmarks/profile_step.py [--num-envs 4] [--num-steps 128] [--num-minibatches 4]
+    python benchmarks/profile_step.py [--num-envs 4] [--num-steps 128] [--num-minibatches 4] [--threads 1]
 
 Prints microseconds per call (median of repeats) for the pieces of one rollout step (env step,
 policy forward, action sampling, host/tensor conversions and buffer writes), for what runs once
@@ -41,8 +41,9 @@ def main():
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--num-steps", type=int, default=128)
     parser.add_argument("--num-minibatches", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (ppo.train uses 1)")
     cli = parser.parse_args()
-    torch.set_num_threads(1)  # as ppo.train does
+    torch.set_num_threads(cli.threads)
     args = ppo.Args(num_envs=cli.num_envs, num_steps=cli.num_steps, num_minibatches=cli.num_minibatches)
     ppo.check_args(args)
     envs = ppo.make_envs(args, args.num_envs)
