@@ -981,12 +981,15 @@ class stop_on_signal:
             print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again to quit at once)", flush=True)
 
     def requested(self) -> bool:
-        """Whether to stop now. Under torchrun, whether any process was signalled: all stop at the same iteration."""
-        if dist.is_initialized():
-            signum = torch.tensor(self.signum or 0, device=collective_device())
-            dist.all_reduce(signum, op=dist.ReduceOp.MAX)
-            self.signum = int(signum) or None
-        return self.signum is not None
+        """Whether to stop now. Under torchrun, whether any process was signalled: all stop at the same
+        iteration. A signal that lands during the all-reduce counts at the next iteration's."""
+        if not dist.is_initialized():
+            return self.signum is not None
+        signum = torch.tensor(self.signum or 0, device=collective_device())
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        if int(signum):  # some process was signalled: all stop, with the highest signal number
+            self.signum = int(signum)
+        return bool(int(signum))
 
     def __exit__(self, *exc_info):
         for s, handler in self.previous.items():

@@ -277,3 +277,35 @@ def test_second_ctrl_c_quits_at_once_without_breaking_the_checkpoint(tmp_path):
     assert proc.returncode == 130
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert checkpoint["iteration"] >= 3
+
+
+def test_a_signal_during_the_stop_all_reduce_is_kept_for_the_next_iteration(monkeypatch):
+    """Under torchrun every process all-reduces its stop flag at each iteration's end. A signal whose
+    handler runs just after that all-reduce (Python runs handlers when the collective returns) missed
+    it: it must count at the next iteration's, not be overwritten by the all-reduced "no stop"."""
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        stop = ppo.stop_on_signal()
+        real_all_reduce = dist.all_reduce
+        all_reduces = []
+
+        def signal_lands_after_the_first_all_reduce(tensor, *args, **kwargs):
+            work = real_all_reduce(tensor, *args, **kwargs)
+            all_reduces.append(int(tensor))
+            if len(all_reduces) == 1:
+                stop.request_stop(signal.SIGTERM, None)
+            return work
+
+        monkeypatch.setattr(ppo.dist, "all_reduce", signal_lands_after_the_first_all_reduce)
+        assert not stop.requested()  # the all-reduce saw no signal: no process stops at this iteration ...
+        assert stop.requested() and stop.signum == signal.SIGTERM  # ... every process stops at the next
+        assert all_reduces == [0, signal.SIGTERM]
+    finally:
+        dist.destroy_process_group()
