@@ -987,9 +987,10 @@ class stop_on_signal:
             return self.signum is not None
         signum = torch.tensor(self.signum or 0, device=collective_device())
         dist.all_reduce(signum, op=dist.ReduceOp.MAX)
-        if int(signum):  # some process was signalled: all stop, with the highest signal number
-            self.signum = int(signum)
-        return bool(int(signum))
+        agreed = int(signum)  # the highest signal number of all processes, 0 if none was signalled
+        if agreed:
+            self.signum = agreed
+        return bool(agreed)
 
     def __exit__(self, *exc_info):
         for s, handler in self.previous.items():

@@ -74,7 +74,6 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--total-timesteps", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-cuda", action="store_true", help="accepted, as speed.py passes it to every trainer (CPU only)")
     cli = parser.parse_args()
     bare_train(ppo.Args(env_id="CartPole-v1", total_timesteps=cli.total_timesteps, seed=cli.seed))
     print(f"{cli.total_timesteps // 512 * 512:,} steps in {time.time() - start:.1f} s (whole process)")

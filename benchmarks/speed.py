@@ -51,7 +51,7 @@ BARE = ROOT / "benchmarks" / "bare_loop.py"
 # policy scores 500 for seeds 1-10; the faster-on-average 32 envs x 16 steps at lr 3e-3 (5 epochs)
 # failed one seed in five.
 FAST_FLAGS = ["--env-id", "CartPole-v1", "--preset", "tuned"]
-CPU = ["--no-cuda"]  # every trainer on the CPU, also where a GPU is (SB3's script asks for the CPU itself)
+CPU = ["--no-cuda"]  # every trainer on the CPU, also where a GPU is (SB3's and the bare loop's scripts use only it)
 
 
 def run(command, workdir):
@@ -102,7 +102,7 @@ def peers(cli, workdir):
     steps = ["--total-timesteps", str(cli.peer_steps), "--seed", "1"]
     trainers = {"ppo.py": [sys.executable, str(PPO), *steps, *CPU]}
     if cli.bare:
-        trainers["ppo.py bare loop"] = [sys.executable, str(BARE), *steps, *CPU]
+        trainers["ppo.py bare loop"] = [sys.executable, str(BARE), *steps]  # CPU only, like SB3's script
     if cli.cleanrl:
         trainers["CleanRL ppo.py"] = [cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), *steps, *CPU]
     if cli.sb3:

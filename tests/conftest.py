@@ -1,3 +1,4 @@
+import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +20,13 @@ def read_scalars(run_dir):
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on (for a rendezvous or a process group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ppo
-from conftest import ROOT, read_scalars
+from conftest import ROOT, free_port, read_scalars
 
 # 40 iterations of 4 x 128 steps (about 50 ms each here); a checkpoint every 2 iterations
 ITERATIONS = 40
@@ -283,14 +283,9 @@ def test_a_signal_during_the_stop_all_reduce_is_kept_for_the_next_iteration(monk
     """Under torchrun every process all-reduces its stop flag at each iteration's end. A signal whose
     handler runs just after that all-reduce (Python runs handlers when the collective returns) missed
     it: it must count at the next iteration's, not be overwritten by the all-reduced "no stop"."""
-    import socket
-
     import torch.distributed as dist
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         stop = ppo.stop_on_signal()
         real_all_reduce = dist.all_reduce

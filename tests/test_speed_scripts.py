@@ -25,7 +25,7 @@ def test_bare_loop_ends_with_ppo_py_weights(in_tmp):
     with the same weights, bit for bit, as train()."""
     args = ppo.Args(env_id="CartPole-v1", total_timesteps=3 * 512, seed=5)
     trained = ppo.train(args).state_dict()
-    bare = bare_loop.bare_train(ppo.Args(env_id="CartPole-v1", total_timesteps=3 * 512, seed=5)).state_dict()
+    bare = bare_loop.bare_train(args).state_dict()
     assert list(bare) == list(trained)
     for name in trained:
         assert torch.equal(bare[name], trained[name]), name

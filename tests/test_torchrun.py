@@ -3,7 +3,6 @@ run, checkpoints and resume, signals, a dead worker, two "nodes". Each test star
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, read_scalars
+from conftest import ROOT, free_port, read_scalars
 
 HARNESS = ROOT / "tests" / "torchrun_harness.py"
 pytestmark = pytest.mark.slow
@@ -177,12 +176,6 @@ def test_a_killed_worker_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
     assert code != 0
     assert "rank      : 1" in out and "Signal 9 (SIGKILL)" in out  # torchrun names the dead worker
     assert 4 <= torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] < ITERATIONS  # intact
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_nodes_through_a_c10d_rendezvous(tmp_path):
