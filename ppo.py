@@ -115,7 +115,7 @@ class Args:
     norm_obs: bool = False
     """normalise observations by their running mean and std, then clip them to [-10, 10] (Box: True)"""
     norm_reward: bool = False
-    """scale rewards by the running std of the discounted return, then clip them to [-10, 10] (Box: True)"""
+    """divide rewards by the running std of a discounted sum of past rewards (gymnasium's NormalizeReward, as CleanRL), then clip them to [-10, 10] (Box: True)"""
     clip_action: bool = True
     """Box actions: clip them to the action space's bounds when sending them to the env (they are stored unclipped)"""
 
@@ -624,12 +624,31 @@ def parse_args(argv: list[str] | None = None) -> Args:
         saved = load_checkpoint(args.resume)["args"]
         defaults = replace(Args(), **{f.name: saved[f.name] for f in fields(Args) if f.name in saved})
     else:
-        defaults = Args()
-        if isinstance(probe_env(args.env_id)[1], gym.spaces.Box):
-            defaults = replace(defaults, **BOX_DEFAULTS)
-        if args.preset == "tuned":
-            defaults = replace(defaults, **tuned_preset(args.env_id))
-    return tyro.cli(Args, args=argv, default=defaults)  # the same flags, over those defaults
+        defaults = replace(Args(), **preset_values(args.env_id, args.preset))
+    args = tyro.cli(Args, args=argv, default=defaults)  # the same flags, over those defaults
+    args.preset_applied = True  # for with_preset: a flag given here wins even where it equals CleanRL's value
+    return args
+
+
+def preset_values(env_id: str, preset: str) -> dict:
+    """The values that differ from Args' defaults for this env: BOX_DEFAULTS for a Box action space,
+    then the env's PRESETS entry with --preset tuned."""
+    values = dict(BOX_DEFAULTS) if isinstance(probe_env(env_id)[1], gym.spaces.Box) else {}
+    if preset == "tuned":
+        values.update(tuned_preset(env_id))
+    return values
+
+
+def with_preset(args: Args) -> Args:
+    """`train(Args(env_id=..., preset="tuned"))` from Python: every field left at its Args default takes
+    the preset's value (over BOX_DEFAULTS), as every flag not given does on the command line; the
+    fields set win. Args from parse_args (or without a preset) are returned as they are."""
+    if args.preset != "tuned" or getattr(args, "preset_applied", False):
+        return args
+    defaults = Args()
+    values = preset_values(args.env_id, args.preset)
+    return replace(args, **{name: value for name, value in values.items()
+                            if getattr(args, name) == getattr(defaults, name)})
 
 
 def probe_env(env_id: str):
@@ -752,13 +771,14 @@ class Run:
 
 # Flags a resumed run cannot change: they decide what the agent sees, and the shape and length of the run.
 RESUME_FIXED = ["env_id", "seed", "num_envs", "num_steps", "total_timesteps", "exp_name", "gamma",
-                "norm_obs", "norm_reward", "clip_action"]
+                "norm_obs", "norm_reward", "clip_action", "preset"]
 
 
 def open_run(args: Args) -> Run:
     """Check everything that can be refused (every process, before anything is written), join torchrun's
     processes, then make runs/{run_name} and start wandb (rank 0). With --resume, or after torchrun
     restarted failed workers, reopen the run's own directory and load its checkpoint."""
+    args = with_preset(args)  # Args(preset="tuned") from Python: the preset is applied, as on the command line
     check_args(args)
     if args.eval_only:
         raise ConfigError("train() trains; --eval-only is evaluate_saved_model(args), as the command line calls it")
@@ -870,7 +890,19 @@ def save_checkpoint(run: Run, iteration: int, agent: Agent, optimizer, envs: gym
         "iteration": iteration, "global_step": iteration * run.args.num_envs * run.args.num_steps,
         "agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "processes": process_states,
     }
-    path = f"{run.dir}/checkpoint.pt"
+    write_checkpoint(checkpoint, f"{run.dir}/checkpoint.pt")
+
+
+def mark_evaluated(run: Run, iteration: int) -> None:
+    """Record in the checkpoint that the evaluation after `iteration` is logged, so that resuming the
+    finished run does not log it again (rank 0, after the evaluation)."""
+    checkpoint = load_checkpoint(run.dir)
+    checkpoint["evaluated_iteration"] = iteration
+    write_checkpoint(checkpoint, f"{run.dir}/checkpoint.pt")
+
+
+def write_checkpoint(checkpoint: dict, path: str) -> None:
+    """Atomically: a temporary file, fsync, then a rename, so that path holds the old checkpoint or the new one."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
@@ -915,6 +947,8 @@ def restore_checkpoint(run: Run, agent: Agent, optimizer, envs: gym.vector.Vecto
         optimizer.load_state_dict(checkpoint["optimizer"])
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"the checkpoint in {run.dir} does not fit this agent or optimizer: {first_line(e)}") from None
+    for group in optimizer.param_groups:  # the rate is a flag, not state: --learning-rate (the run's, or given) wins
+        group["lr"] = run.args.learning_rate  # (with --anneal-lr, the loop then sets this iteration's fraction of it)
     process_state = checkpoint["processes"][run.rank]  # this process's own statistics and random states
     set_env_stats(envs, process_state["env_stats"])
     rng = process_state["rng"]
@@ -1114,7 +1148,8 @@ def finish_run(run: Run, writer: SummaryWriter, iteration: int, agent: Agent, op
     """After the loop: the last checkpoint; then, unless a signal stopped the run, the model and the
     evaluation. A signal, even one during saving or evaluation, exits 130 / 143 (TrainingInterrupted)."""
     args = run.args
-    if args.checkpoint_every and iteration % args.checkpoint_every != 0:
+    resumed_here = run.checkpoint is not None and run.checkpoint["iteration"] == iteration  # nothing trained since
+    if args.checkpoint_every and iteration % args.checkpoint_every != 0 and not resumed_here:
         save_checkpoint(run, iteration, agent, optimizer, envs)
     obs_stats = get_env_stats(envs).get("obs")  # the statistics the agent was trained with, if any
     envs.close()
@@ -1126,11 +1161,17 @@ def finish_run(run: Run, writer: SummaryWriter, iteration: int, agent: Agent, op
         model_path = f"{run.dir}/{args.exp_name}.cleanrl_model"
         torch.save(model_state_dict(agent, obs_stats), model_path)
         print(f"model saved to {model_path}")
-    if stop.signum is None and args.eval_episodes:
+    evaluated = resumed_here and run.checkpoint.get("evaluated_iteration") == iteration
+    if stop.signum is None and args.eval_episodes and evaluated:  # a finished run, resumed: logged once is enough
+        print("this model's evaluation is logged already; --eval-only evaluates a saved model again")
+    elif stop.signum is None and args.eval_episodes:
         device = next(agent.parameters()).device
         eval_returns = evaluate(agent, args, args.eval_episodes, device,
                                 f"videos/{run.name}/eval" if args.capture_video else None, obs_stats, stop)
-        log_evaluation(writer, eval_returns)
+        if stop.signum is None:  # a stopped evaluation is not logged: the resumed run evaluates again, whole
+            log_evaluation(writer, eval_returns)
+            if args.checkpoint_every:
+                mark_evaluated(run, iteration)
     writer.close()
     if args.track:
         import wandb

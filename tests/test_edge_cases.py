@@ -223,3 +223,113 @@ def test_help_shows_values_for_discrete_and_box(tmp_path):
         assert shown, f"{flag} does not show its Box value"
         assert (shown.group(1) == str(box_value)) if isinstance(box_value, bool) else (
             float(shown.group(1)) == box_value), flag
+
+
+# Issue #22: resume and presets do what they say.
+
+def learning_rates_stepped(monkeypatch):
+    """The rate of every optimizer step taken during the test (what trains, not what is logged)."""
+    rates = []
+    real_step = ppo.ClippedAdam.step
+    monkeypatch.setattr(ppo.ClippedAdam, "step", lambda self: rates.append(self.param_groups[0]["lr"]) or real_step(self))
+    return rates
+
+
+def test_resume_trains_at_the_learning_rate_given_when_annealing_is_off(in_tmp, monkeypatch):
+    run_dir = stopped_half_way(in_tmp, "--no-anneal-lr")  # trained at 2.5e-4, which the checkpoint holds
+    rates = learning_rates_stepped(monkeypatch)
+    ppo.train(ppo.parse_args(["--resume", str(run_dir), "--learning-rate", "1e-4"]))
+    assert rates == [1e-4] * 2 * 4  # 2 iterations x 4 epochs x 1 minibatch
+    assert logged_learning_rates(run_dir) == [2.5e-4, 2.5e-4, 1e-4, 1e-4]
+
+
+def test_resume_with_annealing_turned_off_trains_at_the_learning_rate_flag(in_tmp, monkeypatch):
+    """The checkpoint holds the annealed rate of its last iteration (1.25e-4); --no-anneal-lr means --learning-rate."""
+    run_dir = stopped_half_way(in_tmp)
+    rates = learning_rates_stepped(monkeypatch)
+    ppo.train(ppo.parse_args(["--resume", str(run_dir), "--no-anneal-lr"]))
+    assert rates == [2.5e-4] * 2 * 4
+    assert logged_learning_rates(run_dir) == [2.5e-4, 1.25e-4, 2.5e-4, 2.5e-4]
+
+
+def test_flags_given_on_resume_reach_training(in_tmp, loss_inputs):
+    """Every flag a resume may change is the one it trains with: here the minibatches and epochs."""
+    run_dir = stopped_half_way(in_tmp)
+    loss_inputs.clear()
+    ppo.train(ppo.parse_args(["--resume", str(run_dir), "--num-minibatches", "2", "--update-epochs", "3"]))
+    assert len(loss_inputs) == 2 * 3 * 2  # 2 iterations x 3 epochs x 2 minibatches
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)["args"]
+    assert (saved["num_minibatches"], saved["update_epochs"]) == (2, 3)
+
+
+@pytest.mark.parametrize("env_id", list(ppo.PRESETS))
+def test_a_preset_from_python_is_the_preset_of_the_command_line(env_id):
+    try:
+        from_command_line = ppo.parse_args(["--env-id", env_id, "--preset", "tuned"])
+    except ppo.ConfigError as e:  # an optional extra (MuJoCo, Box2D) that is not installed
+        pytest.skip(str(e))
+    assert ppo.with_preset(ppo.Args(env_id=env_id, preset="tuned")) == from_command_line
+    # a field set in Python wins, as a flag given does
+    assert ppo.with_preset(ppo.Args(env_id=env_id, preset="tuned", seed=7, update_epochs=3)) == \
+        ppo.parse_args(["--env-id", env_id, "--preset", "tuned", "--seed", "7", "--update-epochs", "3"])
+
+
+def test_train_from_python_applies_the_preset_it_records(in_tmp, loss_inputs):
+    ppo.train(ppo.Args(env_id="CartPole-v1", preset="tuned", total_timesteps=256))  # one batch of 8 x 32
+    assert len(loss_inputs) == 20  # the preset's 20 epochs of 1 minibatch, not CleanRL's 4 x 4
+    saved = torch.load(only_run_dir(in_tmp) / "checkpoint.pt", weights_only=True)["args"]
+    assert saved == dict(vars(ppo.Args(env_id="CartPole-v1", preset="tuned", total_timesteps=256)),
+                         **{k: v for k, v in ppo.PRESETS["CartPole-v1"].items() if k != "total_timesteps"})
+    table = read_text_summary(only_run_dir(in_tmp))
+    assert "|preset|tuned|" in table and "|update_epochs|20|" in table and "|learning_rate|0.001|" in table
+
+
+def read_text_summary(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    return events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+
+
+def test_a_command_line_flag_equal_to_cleanrls_value_still_wins_over_the_preset(in_tmp, loss_inputs):
+    """--update-epochs 4 is CleanRL's value; given with --preset tuned it wins over the preset's 20."""
+    ppo.train(ppo.parse_args(["--env-id", "CartPole-v1", "--preset", "tuned", "--total-timesteps", "256",
+                              "--update-epochs", "4"]))
+    assert len(loss_inputs) == 4
+
+
+def test_resume_refuses_a_preset_the_run_was_not_trained_with(in_tmp):
+    run_dir = stopped_half_way(in_tmp)
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    with pytest.raises(ppo.ConfigError, match=r"cannot change --preset \(was 'none', now 'tuned'\)"):
+        ppo.train(ppo.parse_args(["--resume", str(run_dir), "--preset", "tuned"]))
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+
+
+def evaluation_points(run_dir):
+    return [step for step, _ in read_scalars(run_dir).get("eval/episodic_return", [])]
+
+
+def test_a_resumed_evaluation_logs_each_episode_once(in_tmp, monkeypatch, capsys):
+    """Counter-v0 episodes last 5 steps (6 greedy calls with the reset step): a signal at call 14
+    stops the evaluation after 2 of its 4 episodes. The resumed run evaluates again, whole, and a
+    finished run resumed again logs nothing more."""
+    calls = []
+    real_greedy = ppo.Agent.get_greedy_action
+    monkeypatch.setattr(ppo.Agent, "get_greedy_action", lambda self, x: calls.append(1) or real_greedy(self, x))
+    signal_once_in(monkeypatch, ppo.Agent, "get_greedy_action", signal.SIGINT, when=lambda: len(calls) == 14)
+    flags = ["--env-id", "toy_envs:Counter-v0", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2",
+             "--total-timesteps", "64", "--eval-episodes", "4"]
+    with pytest.raises(ppo.TrainingInterrupted):
+        ppo.train(ppo.parse_args(flags))
+    run_dir = only_run_dir(in_tmp)
+    assert len(calls) >= 14 and evaluation_points(run_dir) == []  # the stopped evaluation is not logged
+    monkeypatch.setattr(ppo.Agent, "get_greedy_action", real_greedy)
+    ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
+    assert evaluation_points(run_dir) == [0, 1, 2, 3]
+    for _ in range(2):  # finished and evaluated: nothing to log again, however often it is resumed
+        capsys.readouterr()
+        ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
+        assert evaluation_points(run_dir) == [0, 1, 2, 3]
+        assert "evaluation is logged already" in capsys.readouterr().out
