@@ -1,11 +1,12 @@
 """Proximal Policy Optimization (PPO) in one file, for gymnasium 1.x vector envs.
 
-Read it top to bottom, in the order of CleanRL's ppo.py: the flags (`Args`), the env factory
-(`make_envs`), the agent (`Agent`), the advantage estimators (`compute_gae`, `compute_mc_returns`),
-the loss (`ppo_loss`), then the training loop (`train`: ROLLOUT, ADVANTAGES, UPDATE, LOGGING).
-That is all of PPO. Below `train`, under one banner, sits what a first reading skips: checking
-the flags, run directories, checkpoints and resume, Ctrl-C, evaluation, the optimizer's internals.
-Where a line departs from CleanRL's, a comment beside it says what it stands for.
+Read it top to bottom: the flags (`Args`), the env factory (`make_envs`) and the agent (`Agent`),
+in the order of CleanRL's ppo.py; then the advantage estimators (`compute_gae`,
+`compute_mc_returns`) and the loss (`ppo_loss`), which CleanRL writes inline in its loop, here as
+functions defined before the loop that calls them; then the training loop (`train`: ROLLOUT,
+ADVANTAGES, UPDATE, LOGGING), which calls them where CleanRL has those lines. That is all of PPO.
+Below `train`, under one banner, sits what a first reading skips (the banner lists it). Where a
+line departs from CleanRL's, a comment beside it says what it stands for.
 
     python ppo.py --env-id CartPole-v1
     tensorboard --logdir runs
@@ -97,7 +98,7 @@ class Args:
     update_epochs: int = 4
     """the K epochs to update the policy (Box: 10)"""
     norm_adv: bool = True
-    """Toggles advantages normalization (per minibatch; under torchrun, per process's share of it)"""
+    """Toggles advantages normalization (per minibatch; under torchrun, over all processes' shares of it)"""
     clip_coef: float = 0.2
     """the surrogate clipping coefficient"""
     clip_vloss: bool = True
@@ -139,7 +140,9 @@ def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym
             return gym.make(args.env_id)
 
         envs = gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(num_envs)])
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # first: it records the env's own rewards
+    # CleanRL wraps each env in RecordEpisodeStatistics; here its vector version wraps them all, first,
+    # so that it records the env's own rewards
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
     envs = with_plain_action_space(envs)  # Discrete(n) from 0, or a flat Box (below; most envs need nothing)
     if isinstance(envs.single_action_space, gym.spaces.Box) and args.clip_action:
         envs = gym.wrappers.vector.ClipAction(envs)  # the env gets clipped actions; the agent stores its own
@@ -199,7 +202,8 @@ class Agent(nn.Module):
         return torch.argmax(actor_out - torch.empty_like(actor_out).exponential_().log(), dim=-1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
-        """Score the given actions (or sample new ones): (action, log_prob, entropy, value), each (batch,)."""
+        """Score the given actions (or sample new ones): (action, log_prob, entropy, value); the action is
+        (batch,) for Discrete, (batch, action_dim) for Box, the others (batch,)."""
         if action is None:
             action = self.get_action(x)
         actor_out = self.actor(x)
@@ -278,14 +282,16 @@ def ppo_loss(agent, obs, actions, old_logprobs, old_values, advantages, returns,
     ratio = logratio.exp()
 
     with torch.no_grad():
-        # calculate approx_kl http://joschu.net/blog/kl-approx.html: the naive -log r, and
-        # (r - 1) - log r, unbiased and never negative
+        # calculate approx_kl http://joschu.net/blog/kl-approx.html: on actions drawn from the old policy,
+        # -log r and (r - 1) - log r both estimate KL(old || new) without bias; the second has lower
+        # variance and is never negative
         old_approx_kl = (-logratio).mean()
         approx_kl = ((ratio - 1) - logratio).mean()
         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
 
-    if args.norm_adv:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    if args.norm_adv:  # = (advantages - advantages.mean()) / (advantages.std() + 1e-8); torchrun: over all processes' shares
+        mean, std = mean_and_std_over_processes(advantages)
+        advantages = (advantages - mean) / (std + 1e-8)
 
     # Policy loss: maximise min(r * A, clip(r, 1 - eps, 1 + eps) * A), written as a minimisation
     pg_loss1 = -advantages * ratio
@@ -338,7 +344,7 @@ def train(args: Args) -> Agent:
     # (CleanRL: torch tensors on the device). The batch goes to the device once, after the rollout.
     obs = np.zeros((args.num_steps, num_envs) + envs.single_observation_space.shape, dtype=np.float32)
     actions = np.zeros((args.num_steps, num_envs) + envs.single_action_space.shape,
-                       dtype=envs.single_action_space.dtype)
+                       dtype=envs.single_action_space.dtype)  # int64 for Discrete: CleanRL's floats needed .long()
     rewards = np.zeros((args.num_steps, num_envs), dtype=np.float32)
     terminations = np.zeros((args.num_steps, num_envs), dtype=bool)
     truncations = np.zeros((args.num_steps, num_envs), dtype=bool)
@@ -347,7 +353,10 @@ def train(args: Args) -> Agent:
     # TRY NOT TO MODIFY: start the game
     global_step = start_step = start_iteration * batch_size
     start_time = time.time()
-    # Env i (of all processes' envs) starts from seed + i, as in one process; a resumed run, from new seeds.
+    # Seeded from seed + the index of this process's first env among all processes' envs: envs of one
+    # Python env per copy seed copy i with seed + i, as one process would; an env's own vector version
+    # (CartPole's) seeds all its copies from one generator, so there the start differs from one
+    # process's, though no two processes share a seed. A resumed run starts from new seeds.
     next_obs, _ = envs.reset(seed=args.seed + start_iteration * args.num_envs + run.rank * num_envs)
     next_done = np.zeros(num_envs, dtype=bool)
     episode_returns = []  # every finished episode's return, for the console
@@ -410,13 +419,16 @@ def train(args: Args) -> Agent:
             update_stats = []
             for epoch in range(args.update_epochs):
                 np.random.shuffle(b_inds)
-                for mb_inds in np.array_split(b_inds, args.num_minibatches):  # = b_inds[start:end] for each start
+                # CleanRL: b_inds[start:end] in steps of batch_size // num_minibatches, which needs a batch that
+                # divides; the real transitions rarely do, and array_split's sizes differ by 1 at most
+                # (509 into 4: 128, 127, 127, 127, where slices of 127 would leave a fifth minibatch of 1)
+                for mb_inds in np.array_split(b_inds, args.num_minibatches):
                     mb_inds = torch.as_tensor(mb_inds, device=device)
                     loss, stats = ppo_loss(agent, b_obs[mb_inds], b_actions[mb_inds], b_logprobs[mb_inds],
                                            b_values[mb_inds], b_advantages[mb_inds], b_returns[mb_inds], args)
                     optimizer.zero_grad()
                     loss.backward()
-                    all_reduce_gradients(agent)  # torchrun: every process steps with the mean of all their gradients
+                    all_reduce_gradients(agent, len(mb_inds))  # torchrun: the whole minibatch's gradient, in every process
                     optimizer.step()  # = nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm); step()
                     update_stats.append(stats)
                 if args.target_kl is not None and mean_over_processes(stats["approx_kl"]) > args.target_kl:
@@ -429,7 +441,7 @@ def train(args: Args) -> Agent:
                 writer.add_scalar("charts/episodic_return", episode_return, episode_step)
                 writer.add_scalar("charts/episodic_length", episode_length, episode_step)
                 episode_returns.append(float(episode_return))
-            y_pred, y_true = values.reshape(-1)[b_inds], returns.reshape(-1)[b_inds]
+            y_pred, y_true = values.reshape(-1)[b_inds], returns.reshape(-1)[b_inds]  # CleanRL: all steps; here real ones
             var_y = np.var(y_true)
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
@@ -440,6 +452,7 @@ def train(args: Args) -> Agent:
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
             sps = int((global_step - start_step) / (time.time() - start_time))
             writer.add_scalar("charts/SPS", sps, global_step)
+            # CleanRL prints each episode's return and the SPS every iteration; here one line, 20 times a run
             if iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
                 print_progress(global_step, num_iterations * batch_size, episode_returns, sps, time.time() - start_time)
             if args.checkpoint_every and iteration % args.checkpoint_every == 0:
@@ -452,8 +465,15 @@ def train(args: Args) -> Agent:
 
 
 # ==================================================================================================
-# Plumbing: what a first reading skips. The optimizer's internals; checking the flags and the env;
-# run directories; checkpoints and resume; Ctrl-C and SIGTERM; evaluation; the command line.
+# Plumbing: what a first reading skips, one concern a section, in this order:
+#   the optimizer           ClippedAdam (torch.optim.Adam + clip_grad_norm_, over one flat vector)
+#   errors                  ConfigError (exit 2), TrainingError (exit 1), TrainingInterrupted (130 / 143)
+#   presets, command line   PRESETS, parse_args, with_preset (Args from Python), probe_env, check_args
+#   the run                 Run, open_run (checks, joins torchrun, makes or reopens runs/{name}), open_writer
+#   checkpoints, resume     save_checkpoint, load_checkpoint, restore_checkpoint, the env statistics
+#   Ctrl-C and SIGTERM      stop_on_signal (the loop stops), exit_if_stopped (the run exits 130 / 143)
+#   torchrun                process_rank, join_processes, restart recovery, the collectives
+#   the end of a run        check_finite, print_progress, finish_run, evaluate, evaluate_saved_model, main
 # ==================================================================================================
 
 
@@ -616,7 +636,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
     The flags given always win. The others take CleanRL's ppo.py defaults (the values in Args),
     BOX_DEFAULTS for a Box action space, then the env's preset with --preset tuned (PRESETS); or
-    with --resume the resumed run's own values.
+    with --resume the resumed run's own values. So tyro reads the command line twice: once for the
+    env, preset and run it names, then again over the defaults those give. (A resumed run's
+    checkpoint is read here for its flags, and again by open_run for its state.)
     From Python, `parse_args(["--env-id", "Pendulum-v1"])` gives the Args the command line would.
     """
     args = tyro.cli(Args, args=argv)  # what was asked: which env, which preset, which run to resume
@@ -809,7 +831,7 @@ def run_directory(args: Args, world_size: int) -> tuple[str, str, bool, dict | N
     if args.resume:
         run_dir = args.resume if os.path.isdir(args.resume) else os.path.dirname(args.resume) or "."
         checkpoint = load_checkpoint(args.resume)
-    elif int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+    elif int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:  # restart recovery (torchrun section)
         run_dir = torchrun_run_directory()
         if run_dir is not None and os.path.exists(f"{run_dir}/checkpoint.pt"):
             checkpoint = load_checkpoint(run_dir)
@@ -827,19 +849,8 @@ def run_directory(args: Args, world_size: int) -> tuple[str, str, bool, dict | N
     if run_dir is not None:  # restarted before its first checkpoint: start again, in the same directory
         return os.path.basename(run_dir), run_dir, True, None
     run_name = new_run_dir(args)
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # so that restarted workers find this run (torchrun_run_directory)
-        with open(f"runs/{run_name}/torchrun_run_id", "w") as f:
-            f.write(os.environ["TORCHELASTIC_RUN_ID"])
+    mark_torchrun_run(f"runs/{run_name}")  # so that restarted workers find it
     return run_name, f"runs/{run_name}", False, None
-
-
-def torchrun_run_directory() -> str | None:
-    """The directory of the run that this torchrun job (TORCHELASTIC_RUN_ID) started, if it made one."""
-    for marker in sorted(glob.glob("runs/*/torchrun_run_id")):
-        with open(marker) as f:
-            if f.read() == os.environ["TORCHELASTIC_RUN_ID"]:
-                return os.path.dirname(marker)
-    return None
 
 
 def new_run_dir(args: Args) -> str:
@@ -870,7 +881,9 @@ def open_writer(run: Run, start_step: int):
     return writer
 
 
-CHECKPOINT_FORMAT = "ppo.py checkpoint v3"  # v2: the agent held observation statistics, Adam parameter views
+# v3: the agent's plain state_dict, ClippedAdam's flat m and v, and (since torchrun) each process's statistics
+# and random states under "processes"; v2 kept the observation statistics in the agent.
+CHECKPOINT_FORMAT = "ppo.py checkpoint v3"
 
 
 def save_checkpoint(run: Run, iteration: int, agent: Agent, optimizer, envs: gym.vector.VectorEnv) -> None:
@@ -933,6 +946,10 @@ def load_checkpoint(path: str) -> dict:
     if checkpoint["format"] != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path} is a {checkpoint['format']}, written by an older ppo.py; "
                           f"this one resumes only {CHECKPOINT_FORMAT}")
+    missing = [key for key in ("args", "run_name", "world_size", "iteration", "agent", "optimizer", "processes")
+               if key not in checkpoint]
+    if missing:  # a v3 checkpoint from before torchrun support, or a damaged one
+        raise ConfigError(f"{path} lacks {', '.join(missing)}: written by an older ppo.py, or damaged")
     return checkpoint
 
 
@@ -1011,7 +1028,7 @@ class stop_on_signal:
         if self.signum is not None:
             os._exit(128 + signum)
         self.signum = signum
-        if int(os.environ.get("RANK", "0")) == 0:
+        if process_rank() == 0:
             print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again to quit at once)", flush=True)
 
     def requested(self) -> bool:
@@ -1031,14 +1048,27 @@ class stop_on_signal:
             signal.signal(s, handler)
 
 
-def check_finite(iteration: int, stats: dict, agent: Agent) -> None:
-    """A non-finite loss or weight would poison every later update and checkpoint: stop the run."""
-    for name, values in stats.items():
-        if not torch.isfinite(values).all():
-            raise TrainingError(f"iteration {iteration}: {name} is not finite ({values[-1].item()})")
-    for name, param in agent.named_parameters():
-        if not torch.isfinite(param).all():
-            raise TrainingError(f"iteration {iteration}: parameter {name} is not finite")
+def exit_if_stopped(run: Run, iteration: int, stop: stop_on_signal) -> None:
+    """The last step of a run a signal stopped. A signal's whole way, in order: request_stop sets
+    stop.signum; the loop's `if stop.requested(): break` ends the run after the iteration (under
+    torchrun every process at the same one); finish_run writes the checkpoint, skips the model and
+    the evaluation (or cuts it short, unlogged), and calls this: rank 0 says how to resume, every
+    process raises TrainingInterrupted, and main returns 128 + the signal's number."""
+    if stop.signum is None:
+        return
+    if run.rank == 0 and run.args.checkpoint_every:
+        script = sys.argv[0] if sys.argv[0].endswith(".py") else "ppo.py"
+        print(f"checkpoint saved at step {iteration * run.args.num_envs * run.args.num_steps:,}; resume with:\n"
+              f"  python {script} --resume {run.dir}", flush=True)
+    elif run.rank == 0:
+        print("stopped without a checkpoint (--checkpoint-every 0)", flush=True)
+    raise TrainingInterrupted(stop.signum)
+
+
+def process_rank() -> int:
+    """This process's rank under torchrun (its RANK), 0 alone: for code that runs before the run is
+    open or outside it (errors, the signal handler, the console). Inside a run it is run.rank."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def join_processes(args: Args) -> tuple[int, int]:
@@ -1050,12 +1080,38 @@ def join_processes(args: Args) -> tuple[int, int]:
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     store, rank, world_size = next(dist.rendezvous("env://"))  # torchrun's key-value store, as init_process_group's
-    # After a restart the new processes share that store with the dead ones: keep their keys apart.
+    # After a restart the new processes share that store with the dead ones: keep their keys apart
+    # (restart recovery, below).
     store = dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
     dist.init_process_group({"auto": "nccl" if cuda else "gloo"}.get(args.backend, args.backend), store=store,
                             rank=rank, world_size=world_size)
     return rank, world_size
 
+
+# Restart recovery. With `torchrun --max-restarts K`, torchrun starts every process again when one
+# dies; the new processes must continue the run the dead ones trained, not start another. Three pieces:
+# a new run made under torchrun is marked with the job's id (mark_torchrun_run, from run_directory);
+# restarted processes (TORCHELASTIC_RESTART_COUNT > 0) find the marked directory
+# (torchrun_run_directory) and resume from its checkpoint as --resume would (run_directory); and
+# join_processes keeps their keys in torchrun's store apart from the dead processes' (PrefixStore).
+
+def mark_torchrun_run(run_dir: str) -> None:
+    """Under torchrun, write the job's id into the new run's directory (alone: nothing)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        with open(f"{run_dir}/torchrun_run_id", "w") as f:
+            f.write(os.environ["TORCHELASTIC_RUN_ID"])
+
+
+def torchrun_run_directory() -> str | None:
+    """The directory of the run that this torchrun job (TORCHELASTIC_RUN_ID) started, if it made one."""
+    for marker in sorted(glob.glob("runs/*/torchrun_run_id")):
+        with open(marker) as f:
+            if f.read() == os.environ["TORCHELASTIC_RUN_ID"]:
+                return os.path.dirname(marker)
+    return None
+
+
+# The collectives: each does nothing in one process (no process group).
 
 def collective_device() -> torch.device:
     """Where tensors for collectives live: nccl's are on the GPU, gloo's on the CPU."""
@@ -1087,17 +1143,36 @@ def broadcast_weights(agent: Agent) -> None:
             dist.broadcast(tensor, src=0)
 
 
-def all_reduce_gradients(agent: Agent) -> None:
-    """The mean gradient of all processes, in every process: one all-reduce of one flat vector (as
-    DDP would, without wrapping the agent). Alone: nothing to do."""
+def all_reduce_gradients(agent: Agent, num_samples: int) -> None:
+    """The gradient of the mean loss over every process's share of the minibatch, in every process.
+    Each process holds the gradient of the mean over its own num_samples; the shares differ in size
+    (each leaves out its own reset steps), so each is weighted by its size: sum(n_i * g_i) / sum(n_i).
+    One all-reduce of one flat vector, the count at its end (DDP, without wrapping the agent, would
+    take the plain mean). Alone: nothing to do."""
     if not dist.is_initialized():
         return
     grads = [p.grad for p in agent.parameters() if p.grad is not None]
-    flat = torch.cat([g.flatten() for g in grads])
+    flat = torch.cat([g.flatten() for g in grads] + [torch.ones(1, device=grads[0].device)]) * num_samples
     dist.all_reduce(flat)
-    flat /= dist.get_world_size()
+    flat = flat[:-1] / flat[-1]
     for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(mean.view_as(g))
+
+
+def mean_and_std_over_processes(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of the values of all processes together, as values.mean() and values.std() (unbiased)
+    of them all in one process: advantage normalisation over the whole minibatch. One all-reduce of
+    three numbers a minibatch under torchrun; alone: values.mean(), values.std()."""
+    if not dist.is_initialized():
+        return values.mean(), values.std()
+    local = values.detach().double()
+    sums = torch.stack([torch.tensor(float(len(local)), dtype=torch.float64, device=local.device),
+                        local.sum(), (local ** 2).sum()])  # n, sum x, sum x^2
+    dist.all_reduce(sums)
+    count, total, total_sq = sums
+    mean = total / count
+    std = ((total_sq - total * mean) / (count - 1)).clamp(min=0).sqrt()
+    return mean.to(values.dtype), std.to(values.dtype)
 
 
 def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
@@ -1129,8 +1204,18 @@ class NoWriter:
         return False
 
 
+def check_finite(iteration: int, stats: dict, agent: Agent) -> None:
+    """A non-finite loss or weight would poison every later update and checkpoint: stop the run."""
+    for name, values in stats.items():
+        if not torch.isfinite(values).all():
+            raise TrainingError(f"iteration {iteration}: {name} is not finite ({values[-1].item()})")
+    for name, param in agent.named_parameters():
+        if not torch.isfinite(param).all():
+            raise TrainingError(f"iteration {iteration}: parameter {name} is not finite")
+
+
 def print_progress(global_step: int, total_steps: int, episode_returns: list, sps: int, elapsed: float) -> None:
-    if int(os.environ.get("RANK", "0")) != 0:
+    if process_rank() != 0:
         return  # under torchrun, rank 0 speaks for all
     recent = f"{np.mean(episode_returns[-20:]):.2f}" if episode_returns else "n/a"
     left = (total_steps - global_step) / max(sps, 1)
@@ -1154,9 +1239,7 @@ def finish_run(run: Run, writer: SummaryWriter, iteration: int, agent: Agent, op
     obs_stats = get_env_stats(envs).get("obs")  # the statistics the agent was trained with, if any
     envs.close()
     if run.rank != 0:  # the model, the evaluation and the console: rank 0's
-        if stop.signum is not None:
-            raise TrainingInterrupted(stop.signum)
-        return
+        return exit_if_stopped(run, iteration, stop)
     if stop.signum is None and args.save_model:
         model_path = f"{run.dir}/{args.exp_name}.cleanrl_model"
         torch.save(model_state_dict(agent, obs_stats), model_path)
@@ -1177,14 +1260,7 @@ def finish_run(run: Run, writer: SummaryWriter, iteration: int, agent: Agent, op
         import wandb
 
         wandb.finish()
-    if stop.signum is not None:
-        if args.checkpoint_every:
-            script = sys.argv[0] if sys.argv[0].endswith(".py") else "ppo.py"
-            print(f"checkpoint saved at step {iteration * args.num_envs * args.num_steps:,}; resume with:\n"
-                  f"  python {script} --resume {run.dir}", flush=True)
-        else:
-            print("stopped without a checkpoint (--checkpoint-every 0)", flush=True)
-        raise TrainingInterrupted(stop.signum)
+    exit_if_stopped(run, iteration, stop)
 
 
 def model_state_dict(agent: Agent, obs_stats: dict | None) -> dict:
@@ -1261,7 +1337,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             train(args)
     except (ConfigError, TrainingError) as e:
-        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, once
+        if process_rank() == 0:  # under torchrun, once
             print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     except TrainingInterrupted as e:

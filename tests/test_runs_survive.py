@@ -146,6 +146,7 @@ def test_resume_refuses_flags_that_change_the_experiment(in_tmp):
     ("older format", "is a ppo.py checkpoint v2, written by an older ppo.py; this one resumes only ppo.py checkpoint v3"),
     ("pickled code", "cannot read checkpoint .*(Weights only load failed|Unsupported global)"),
     ("missing", "no checkpoint at"),
+    ("v3 before torchrun", "lacks world_size, processes: written by an older ppo.py, or damaged"),
 ])
 def test_damaged_checkpoints_give_one_clear_error(in_tmp, damage, message):
     ppo.train(ppo.Args(num_envs=2, num_steps=32, num_minibatches=1, total_timesteps=128))
@@ -159,6 +160,11 @@ def test_damaged_checkpoints_give_one_clear_error(in_tmp, damage, message):
         torch.save({"model": torch.zeros(3)}, path)
     elif damage == "older format":
         torch.save({**torch.load(path), "format": "ppo.py checkpoint v2"}, path)
+    elif damage == "v3 before torchrun":  # its random states sat at the top, under "rng"
+        saved = torch.load(path)
+        del saved["world_size"]
+        saved["rng"] = saved.pop("processes")[0]["rng"]
+        torch.save(saved, path)
     elif damage == "pickled code":
         torch.save({"format": "ppo.py checkpoint v1", "payload": Path("x")}, path)
     else:

@@ -197,3 +197,80 @@ def test_bad_input_is_refused_by_every_rank_and_said_once(tmp_path):
     assert out.count("error: unknown env id 'CartPol-v1'") == 1
     assert [r["exit_code"] for r in ranks(tmp_path)] == [2, 2]
     assert not (tmp_path / "runs").exists()
+
+
+# The update's lines for one minibatch, split over processes whose shares differ in size (each leaves
+# out its own reset steps): the stepped weights must be those of one process holding the whole minibatch.
+MINIBATCH = 16
+SHARES = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]  # 5 and 11 samples: rank 0's, rank 1's
+
+
+def minibatch_updates(rank, world_size, port, out_dir):
+    import torch.distributed as dist
+
+    import ppo
+
+    if world_size > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    envs = ppo.make_envs(ppo.Args(), 1)
+    agent = ppo.Agent(envs)
+    optimizer = ppo.ClippedAdam(agent.parameters(), lr=1e-2, eps=1e-5, max_grad_norm=0.5)
+    args = ppo.Args()
+    gradients = []
+    for update in range(3):  # three minibatches of made-up rollout data, the same in every process
+        data = torch.Generator().manual_seed(update)
+        obs = torch.randn(MINIBATCH, 4, generator=data)
+        actions = torch.randint(0, 2, (MINIBATCH,), generator=data)
+        old_logprobs, old_values = -torch.rand(MINIBATCH, generator=data), torch.randn(MINIBATCH, generator=data)
+        advantages = 3 * torch.randn(MINIBATCH, generator=data) + 1
+        returns = torch.randn(MINIBATCH, generator=data)
+        mine = torch.tensor(SHARES[rank] if world_size > 1 else range(MINIBATCH))
+        loss, _ = ppo.ppo_loss(agent, obs[mine], actions[mine], old_logprobs[mine], old_values[mine],
+                               advantages[mine], returns[mine], args)
+        optimizer.zero_grad()
+        loss.backward()
+        ppo.all_reduce_gradients(agent, len(mine))
+        gradients.append(torch.cat([p.grad.flatten() for p in agent.parameters()]))
+        optimizer.step()
+    torch.save({"weights": agent.state_dict(), "gradients": gradients}, Path(out_dir) / f"{world_size}_{rank}.pt")
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def test_unequal_shares_step_as_one_process_with_the_whole_minibatch(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(minibatch_updates, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    minibatch_updates(0, 1, None, str(tmp_path))
+    alone, rank0, rank1 = [torch.load(tmp_path / f"{name}.pt") for name in ("1_0", "2_0", "2_1")]
+    for update in range(3):
+        torch.testing.assert_close(rank0["gradients"][update], alone["gradients"][update], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(rank1["gradients"][update], alone["gradients"][update], rtol=1e-5, atol=1e-7)
+    for name in alone["weights"]:
+        torch.testing.assert_close(rank0["weights"][name], alone["weights"][name], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(rank1["weights"][name], alone["weights"][name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("env_id, as_in_one_process", [("Acrobot-v1", True), ("CartPole-v1", False)])
+def test_where_two_processes_start_their_envs(tmp_path, env_id, as_in_one_process):
+    """Process r resets its 2 envs with seed 1 + 2r. Envs of one Python env per copy (Acrobot) seed copy i
+    with 1 + i: the 4 start as one process's 4. CartPole's numpy vector env draws all its copies from
+    the one seed it is given: each process's 2 start as a 2-env CartPole seeded 1 + 2r, not as one
+    process's 4."""
+    import ppo
+
+    flags = ["--env-id", env_id, "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2",
+             "--total-timesteps", "64", "--checkpoint-every", "0"]
+    code, out = finish(start(flags, tmp_path))
+    assert code == 0, out
+    rank0, rank1 = ranks(tmp_path)
+    two_processes = np.concatenate([rank0["reset_obs"][0], rank1["reset_obs"][0]])
+    one_process = ppo.make_envs(ppo.Args(env_id=env_id), 4).reset(seed=1)[0]
+    if as_in_one_process:
+        np.testing.assert_array_equal(two_processes, one_process)
+    else:
+        assert not np.allclose(two_processes, one_process)
+        for rank, record in enumerate([rank0, rank1]):
+            own = ppo.make_envs(ppo.Args(env_id=env_id), 2).reset(seed=1 + 2 * rank)[0]
+            np.testing.assert_array_equal(record["reset_obs"][0], own)

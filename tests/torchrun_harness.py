@@ -3,7 +3,7 @@
     torchrun --standalone --nproc-per-node 2 tests/torchrun_harness.py --env-id CartPole-v1 ...
 
 Each process writes harness/rank{RANK}.pt in the working directory: its pid (written first, so a
-test can kill it), its exit code, the seeds its envs were reset with, the number of episodes it
+test can kill it), its exit code, the seeds its envs were reset with and the observations they gave, the number of episodes it
 finished, the iteration it stopped at, and its agent's final weights. Nothing here changes what
 ppo.py computes: the recording wraps functions train() calls.
 """
@@ -19,7 +19,7 @@ import ppo  # noqa: E402
 
 rank = int(os.environ.get("RANK", "0"))
 record = {"pid": os.getpid(), "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
-          "reset_seeds": [], "episodes": 0, "iteration": None, "weights": None, "exit_code": None}
+          "reset_seeds": [], "reset_obs": [], "episodes": 0, "iteration": None, "weights": None, "exit_code": None}
 out = Path("harness") / f"rank{rank}.pt"
 out.parent.mkdir(exist_ok=True)
 torch.save(record, out)
@@ -38,7 +38,9 @@ def make_envs(args, num_envs, video_folder=None):
 
     def reset(*, seed=None, options=None):
         record["reset_seeds"].append(seed)
-        return real_reset(seed=seed, options=options)
+        obs, info = real_reset(seed=seed, options=options)
+        record["reset_obs"].append(obs.copy())
+        return obs, info
 
     envs.reset = reset
     return envs
