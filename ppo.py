@@ -37,6 +37,13 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
+try:  # Atari (pip install -r requirements-atari.txt): ALE/Breakout-v5, BreakoutNoFrameskip-v4, ...
+    import ale_py
+
+    gym.register_envs(ale_py)
+except ImportError:
+    ale_py = None
+
 
 @dataclass
 class Args:
@@ -72,17 +79,18 @@ class Args:
     """the saved model (`.cleanrl_model`) that --eval-only evaluates"""
 
     # Algorithm specific arguments. The defaults are CleanRL's ppo.py; for Box (continuous) action
-    # spaces, a flag not given takes ppo_continuous_action.py's value, shown as "Box:" (BOX_DEFAULTS).
+    # spaces, a flag not given takes ppo_continuous_action.py's value, shown as "Box:" (BOX_DEFAULTS),
+    # and for image observations ppo_atari.py's, shown as "images:" (IMAGE_DEFAULTS).
     env_id: str = "CartPole-v1"
     """the id of the environment (`module:Env-v0` imports `module` first to register it)"""
     preset: Literal["none", "tuned"] = "none"
     """tuned: the settings tuned for --env-id (PRESETS in ppo.py) for CartPole-v1, Acrobot-v1, MountainCar-v0, LunarLander-v3, Pendulum-v1, MountainCarContinuous-v0, HalfCheetah-v5, Hopper-v5, Walker2d-v5; flags given still win"""
     total_timesteps: int = 500000
-    """total timesteps of the experiments (under torchrun, of all processes together) (Box: 1000000)"""
+    """total timesteps of the experiments (under torchrun, of all processes together) (Box: 1000000) (images: 10000000)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer (Box: 3e-4)"""
     num_envs: int = 4
-    """the number of parallel game environments; under torchrun, of all processes together, split evenly (Box: 1)"""
+    """the number of parallel game environments; under torchrun, of all processes together, split evenly (Box: 1) (images: 8)"""
     num_steps: int = 128
     """the number of steps to run in each environment per policy rollout (Box: 2048)"""
     anneal_lr: bool = True
@@ -100,7 +108,7 @@ class Args:
     norm_adv: bool = True
     """Toggles advantages normalization (per minibatch; under torchrun, over all processes' shares of it)"""
     clip_coef: float = 0.2
-    """the surrogate clipping coefficient"""
+    """the surrogate clipping coefficient (images: 0.1)"""
     clip_vloss: bool = True
     """Toggles whether or not to use a clipped loss for the value function (from OpenAI baselines' code; the PPO paper has none)"""
     ent_coef: float = 0.01
@@ -125,11 +133,15 @@ class Args:
 # env takes these for the flags not given (parse_args, below).
 BOX_DEFAULTS = dict(total_timesteps=1000000, learning_rate=3e-4, num_envs=1, num_steps=2048, num_minibatches=32,
                     update_epochs=10, ent_coef=0.0, norm_obs=True, norm_reward=True)
+# ppo_atari.py's, where they differ from ppo.py's, for observations that are images (a Box of rank 3).
+IMAGE_DEFAULTS = dict(total_timesteps=10000000, num_envs=8, clip_coef=0.1)
 
 
 def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
     """`num_envs` copies of the env, stepped together (CleanRL: `make_env` thunks in a SyncVectorEnv)."""
-    if video_folder is None:
+    if is_atari(args.env_id):
+        envs = make_atari_envs(args.env_id, num_envs, video_folder)  # CleanRL's Atari wrappers (below)
+    elif video_folder is None:
         # The env's own vector version where it has one (CartPole-v1: all copies in numpy, far cheaper
         # per step than one Python env per copy), else one Python env per copy ("sync").
         envs = gym.make_vec(args.env_id, num_envs=num_envs)
@@ -143,6 +155,9 @@ def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym
     # CleanRL wraps each env in RecordEpisodeStatistics; here its vector version wraps them all, first,
     # so that it records the env's own rewards
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    if is_atari(args.env_id):  # after the statistics, which log whole games and their raw scores
+        envs = EndOfLifeAsTermination(envs, restart_action(args.env_id))  # CleanRL's EpisodicLifeEnv
+        envs = gym.wrappers.vector.TransformReward(envs, np.sign)  # CleanRL's ClipRewardEnv
     envs = with_plain_action_space(envs)  # Discrete(n) from 0, or a flat Box (below; most envs need nothing)
     if isinstance(envs.single_action_space, gym.spaces.Box) and args.clip_action:
         envs = gym.wrappers.vector.ClipAction(envs)  # the env gets clipped actions; the agent stores its own
@@ -155,46 +170,111 @@ def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym
     return envs
 
 
-def layer_init(layer: nn.Linear, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
+def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
+    """CleanRL's Atari preprocessing (ppo_atari.py's make_env), on gymnasium 1.x, from ale-py's own vector
+    env: up to 30 no-ops after a reset (NoopResetEnv), 4 frames a step with the max over the last two
+    (MaxAndSkipEnv), FIRE after a reset where the game needs it (FireResetEnv), 84x84 grayscale
+    (ResizeObservation, GrayScaleObservation), the last 4 stacked, channels first (FrameStack).
+    Rewards stay raw and a game ends at game over: make_envs adds CleanRL's end of life and reward
+    clipping after RecordEpisodeStatistics. The env id gives the game, sticky actions and action set."""
+    game = gym.spec(env_id).kwargs
+    if video_folder is None:  # all the envs in C++ threads (ale-py's AtariVectorEnv)
+        return ale_py.vector_env.AtariVectorEnv(
+            game["game"], num_envs, repeat_action_probability=game.get("repeat_action_probability", 0.0),
+            full_action_space=game.get("full_action_space", False), max_num_frames_per_episode=game.get(
+                "max_num_frames_per_episode", 108000), frameskip=4, maxpool=True, noop_max=30, img_height=84,
+            img_width=84, grayscale=True, stack_num=4, use_fire_reset=True, episodic_life=False,
+            reward_clipping=False)
+
+    def make_env(i):  # the same, from gymnasium's wrappers around Python envs: env 0 is filmed as a person sees it
+        env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if i == 0 else None)
+        if i == 0:
+            env = gym.wrappers.RecordVideo(env, video_folder)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
+        if restart_action(env_id) == 1:
+            env = FireOnReset(env)
+        return gym.wrappers.FrameStackObservation(env, 4)
+
+    return gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(num_envs)])
+
+
+def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
     """Orthogonal weights, constant bias: Huang et al.'s orthogonal initialization detail."""
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
 
 
+class NatureCNN(nn.Module):
+    """The network of CleanRL's ppo_atari.py (Mnih et al., 2015): convolutions of 32 8x8 filters with
+    stride 4, 64 4x4 with stride 2, 64 3x3, then a linear layer of 512, ReLU after each, on pixels
+    scaled to [0, 1]. Images too small for its first layer (MinAtar's 10x10) get MinAtar's own network
+    (Young and Tian, 2019): 16 3x3 filters, then 128. Channels first or last (the smallest axis)."""
+
+    def __init__(self, observation_space: gym.spaces.Box):
+        super().__init__()
+        shape = observation_space.shape
+        self.channels_last = shape[-1] < shape[0]  # (84, 84, 3) or (10, 10, 4), not (4, 84, 84)
+        channels, height, width = (shape[2], shape[0], shape[1]) if self.channels_last else shape
+        self.scale = 1 / 255 if observation_space.dtype == np.uint8 else 1.0
+        if min(height, width) >= 36:  # what 8x8/4, 4x4/2 and 3x3/1 convolutions need
+            convolutions = [layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
+                            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+                            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU()]
+            self.out_features = 512
+        else:
+            convolutions = [layer_init(nn.Conv2d(channels, 16, 3, stride=1)), nn.ReLU()]
+            self.out_features = 128
+        self.convolutions = nn.Sequential(*convolutions, nn.Flatten())
+        flat_size = self.convolutions(torch.zeros(1, channels, height, width)).shape[1]  # 64 * 7 * 7 for 84x84
+        self.linear = nn.Sequential(layer_init(nn.Linear(flat_size, self.out_features)), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.linear(self.convolutions(x.float() * self.scale))  # CleanRL: x / 255.0
+
+
 class Agent(nn.Module):
     def __init__(self, envs: gym.vector.VectorEnv):
         super().__init__()
-        obs_size = int(np.prod(envs.single_observation_space.shape))
+        obs_shape = envs.single_observation_space.shape
         self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
         # Discrete: one logit per action. Box: the mean of each action dimension.
         n_outputs = envs.single_action_space.shape[0] if self.continuous else int(envs.single_action_space.n)
-        # Separate actor and critic: for small control tasks a shared trunk makes the value loss
-        # fight the policy loss for the same features.
-        self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_size, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 1), std=1.0),
-        )
-        # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
-        self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_size, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, n_outputs), std=0.01),
-        )
+        if len(obs_shape) == 3:  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
+            self.trunk = NatureCNN(envs.single_observation_space)
+            self.critic = layer_init(nn.Linear(self.trunk.out_features, 1), std=1.0)
+            self.actor = layer_init(nn.Linear(self.trunk.out_features, n_outputs), std=0.01)
+        else:
+            self.trunk = nn.Identity()  # vectors go to the actor and the critic as they are
+            obs_size = obs_shape[0]
+            # Separate actor and critic: for small control tasks a shared trunk makes the value loss
+            # fight the policy loss for the same features.
+            self.critic = nn.Sequential(
+                layer_init(nn.Linear(obs_size, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 1), std=1.0),
+            )
+            # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
+            self.actor = nn.Sequential(
+                layer_init(nn.Linear(obs_size, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, 64)),
+                nn.Tanh(),
+                layer_init(nn.Linear(64, n_outputs), std=0.01),
+            )
         if self.continuous:  # the Gaussian's log std: learned, not a function of the state, 0 at first
             self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic(x).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later
+        return self.critic(self.trunk(x)).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later
 
     def get_action(self, x: torch.Tensor) -> torch.Tensor:
         """Sample actions and nothing else: all the rollout needs at each step."""
-        actor_out = self.actor(x)  # (batch, n_actions) logits, or (batch, action_dim) means
+        actor_out = self.actor(self.trunk(x))  # (batch, n_actions) logits, or (batch, action_dim) means
         if self.continuous:  # = Normal(actor_out, self.actor_logstd.exp()).sample()
             return actor_out + self.actor_logstd.exp() * torch.randn_like(actor_out)
         # = Categorical(logits=actor_out).sample(), by the Gumbel-max trick: argmax(logits - log E),
@@ -206,7 +286,8 @@ class Agent(nn.Module):
         (batch,) for Discrete, (batch, action_dim) for Box, the others (batch,)."""
         if action is None:
             action = self.get_action(x)
-        actor_out = self.actor(x)
+        hidden = self.trunk(x)  # images: the CNN's features, computed once for both heads
+        actor_out = self.actor(hidden)
         if self.continuous:
             # = Normal(mean, std).log_prob(action).sum(-1) and .entropy().sum(-1), written out:
             # action dimensions are independent, so log-probs and entropies add up.
@@ -218,11 +299,12 @@ class Agent(nn.Module):
             log_probs = F.log_softmax(actor_out, dim=-1)
             log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
             entropy = -(log_probs.exp() * log_probs).sum(-1)
-        return action, log_prob, entropy, self.get_value(x)
+        return action, log_prob, entropy, self.critic(hidden).squeeze(-1)
 
     def get_greedy_action(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable action (the mean, for Box): for evaluation, where exploring only adds noise."""
-        return self.actor(x) if self.continuous else self.actor(x).argmax(-1)
+        actor_out = self.actor(self.trunk(x))
+        return actor_out if self.continuous else actor_out.argmax(-1)
 
 
 def compute_gae(rewards, values, next_value, terminations, truncations, gamma, gae_lambda):
@@ -342,7 +424,8 @@ def train(args: Args) -> Agent:
 
     # ALGO Logic: Storage setup, (num_steps, num_envs, ...), in numpy, as the env gives and takes them
     # (CleanRL: torch tensors on the device). The batch goes to the device once, after the rollout.
-    obs = np.zeros((args.num_steps, num_envs) + envs.single_observation_space.shape, dtype=np.float32)
+    obs = np.zeros((args.num_steps, num_envs) + envs.single_observation_space.shape,
+                   dtype=np.uint8 if envs.single_observation_space.dtype == np.uint8 else np.float32)  # images: bytes
     actions = np.zeros((args.num_steps, num_envs) + envs.single_action_space.shape,
                        dtype=envs.single_action_space.dtype)  # int64 for Discrete: CleanRL's floats needed .long()
     rewards = np.zeros((args.num_steps, num_envs), dtype=np.float32)
@@ -654,8 +737,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 def preset_values(env_id: str, preset: str) -> dict:
     """The values that differ from Args' defaults for this env: BOX_DEFAULTS for a Box action space,
-    then the env's PRESETS entry with --preset tuned."""
-    values = dict(BOX_DEFAULTS) if isinstance(probe_env(env_id)[1], gym.spaces.Box) else {}
+    IMAGE_DEFAULTS for image observations, then the env's PRESETS entry with --preset tuned."""
+    observation_space, action_space = probe_env(env_id)
+    values = dict(BOX_DEFAULTS) if isinstance(action_space, gym.spaces.Box) else {}
+    if len(observation_space.shape) == 3:
+        values.update(IMAGE_DEFAULTS)
     if preset == "tuned":
         values.update(tuned_preset(env_id))
     return values
@@ -663,7 +749,7 @@ def preset_values(env_id: str, preset: str) -> dict:
 
 def with_preset(args: Args) -> Args:
     """`train(Args(env_id=..., preset="tuned"))` from Python: every field left at its Args default takes
-    the preset's value (over BOX_DEFAULTS), as every flag not given does on the command line; the
+    the preset's value (over BOX_DEFAULTS or IMAGE_DEFAULTS), as every flag not given does on the command line; the
     fields set win. Args from parse_args (or without a preset) are returned as they are."""
     if args.preset != "tuned" or getattr(args, "preset_applied", False):
         return args
@@ -676,8 +762,13 @@ def with_preset(args: Args) -> Args:
 def probe_env(env_id: str):
     """(observation space, action space) of the env, made once to check the id, its spaces and its
     autoreset mode. Anything wrong is a one-line ConfigError."""
+    if ale_py is None and (env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")):
+        raise ConfigError(f"{env_id} is an Atari game: pip install -r requirements-atari.txt")
+    if is_atari(env_id) and gym.spec(env_id).kwargs.get("frameskip") not in (1, 4):
+        raise ConfigError(f"{env_id} skips a random number of frames; ppo.py plays Atari as CleanRL does, 4 frames "
+                          f"a step: use ALE/<Game>-v5 or <Game>NoFrameskip-v4")
     try:
-        envs = gym.make_vec(env_id, num_envs=1)
+        envs = make_atari_envs(env_id, 1) if is_atari(env_id) else gym.make_vec(env_id, num_envs=1)
     except gym.error.DependencyNotInstalled as e:
         extras = {"mujoco": "requirements-mujoco.txt", "box2d": "requirements-box2d.txt"}
         extra = "".join(f" (pip install -r {file})" for name, file in extras.items() if name in str(e).lower())
@@ -695,12 +786,60 @@ def probe_env(env_id: str):
     envs.close()
     if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
         raise ConfigError(f"{env_id} has action space {action_space}; this script supports Discrete and Box action spaces")
-    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) == 1):
-        raise ConfigError(f"{env_id} has observation space {observation_space}; the MLP agent needs a flat Box (a vector)")
+    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) in (1, 3)):
+        raise ConfigError(f"{env_id} has observation space {observation_space}; the agent takes a Box of rank 1 "
+                          "(a vector, for the MLP) or 3 (an image, for the CNN)")
     if autoreset_mode != gym.vector.AutoresetMode.NEXT_STEP:
         raise ConfigError(f"{env_id}'s vector env autoresets in {autoreset_mode.name} mode; the rollout "
                           "needs NEXT_STEP (gymnasium's default)")
     return observation_space, action_space
+
+
+def is_atari(env_id: str) -> bool:
+    return ale_py is not None and env_id in gym.registry and gym.registry[env_id].entry_point == "ale_py.env:AtariEnv"
+
+
+def restart_action(env_id: str) -> int:
+    """What to press when a life starts: FIRE (1) where the game waits for it (Breakout), else NOOP (0)."""
+    env = gym.make(env_id)
+    meanings = env.unwrapped.get_action_meanings()
+    env.close()
+    return 1 if len(meanings) > 1 and meanings[1] == "FIRE" else 0
+
+
+class EndOfLifeAsTermination(gym.vector.VectorWrapper):
+    """CleanRL's EpisodicLifeEnv for a NEXT_STEP vector env: losing a life ends the learning episode
+    (terminated, so no value is bootstrapped past it), but not the game. The step after it is then a
+    reset step like any other, which the update leaves out: the env gets restart_action in place of the
+    agent's action (FireResetEnv's FIRE, or EpisodicLifeEnv's NOOP) and the reward is 0. A game over is
+    the env's own termination, and its reset the env's own."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, restart_action: int):
+        super().__init__(envs)
+        self.restart_action = restart_action
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.lives, self.life_lost = info["lives"].copy(), np.zeros(self.num_envs, dtype=bool)
+        return obs, info
+
+    def step(self, actions):
+        actions = np.where(self.life_lost, self.restart_action, actions)
+        obs, rewards, terminations, truncations, info = self.env.step(actions)
+        rewards = np.where(self.life_lost, 0, rewards)
+        self.life_lost = (info["lives"] < self.lives) & ~terminations & ~truncations
+        self.lives = info["lives"].copy()
+        return obs, rewards, terminations | self.life_lost, truncations, info
+
+
+class FireOnReset(gym.Wrapper):
+    """CleanRL's FireResetEnv, for one env (gymnasium has none; ale-py's vector env does it itself): press
+    FIRE after each reset, for games that wait for it."""
+
+    def reset(self, **kwargs):
+        self.env.reset(**kwargs)
+        obs, _, terminated, truncated, info = self.env.step(1)
+        return self.env.reset(**kwargs) if terminated or truncated else (obs, info)
 
 
 def with_plain_action_space(envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
