@@ -242,32 +242,32 @@ class Agent(nn.Module):
         self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
         # Discrete: one logit per action. Box: the mean of each action dimension.
         n_outputs = envs.single_action_space.shape[0] if self.continuous else int(envs.single_action_space.n)
+        if self.continuous:  # the Gaussian's log std: learned, not a function of the state, 0 at first
+            self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))
         if len(obs_shape) == 3:  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
             self.trunk = NatureCNN(envs.single_observation_space)
             self.critic = layer_init(nn.Linear(self.trunk.out_features, 1), std=1.0)
             self.actor = layer_init(nn.Linear(self.trunk.out_features, n_outputs), std=0.01)
-        else:
-            self.trunk = nn.Identity()  # vectors go to the actor and the critic as they are
-            obs_size = obs_shape[0]
-            # Separate actor and critic: for small control tasks a shared trunk makes the value loss
-            # fight the policy loss for the same features.
-            self.critic = nn.Sequential(
-                layer_init(nn.Linear(obs_size, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, 1), std=1.0),
-            )
-            # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
-            self.actor = nn.Sequential(
-                layer_init(nn.Linear(obs_size, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, 64)),
-                nn.Tanh(),
-                layer_init(nn.Linear(64, n_outputs), std=0.01),
-            )
-        if self.continuous:  # the Gaussian's log std: learned, not a function of the state, 0 at first
-            self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))
+            return
+        self.trunk = nn.Identity()  # vectors go to the actor and the critic as they are
+        obs_size = obs_shape[0]
+        # Separate actor and critic: for small control tasks a shared trunk makes the value loss
+        # fight the policy loss for the same features.
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_size, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
+        self.actor = nn.Sequential(
+            layer_init(nn.Linear(obs_size, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, 64)),
+            nn.Tanh(),
+            layer_init(nn.Linear(64, n_outputs), std=0.01),
+        )
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(self.trunk(x)).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later

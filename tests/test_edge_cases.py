@@ -209,20 +209,20 @@ def test_console_line_says_progress_return_speed_and_time(tmp_path):
                         r"elapsed 0:00:\d\d  left 0:00:00", last), last
 
 
-def test_help_shows_values_for_discrete_and_box(tmp_path):
+@pytest.mark.parametrize("label, defaults", [("Box", ppo.BOX_DEFAULTS), ("images", ppo.IMAGE_DEFAULTS)])
+def test_help_shows_values_for_discrete_box_and_images(tmp_path, label, defaults):
     result = run_cli("--help", cwd=tmp_path)
     help_text = re.sub(r"[│\s]+", " ", result.stdout)  # tyro's box, unwrapped
-    for name, box_value in ppo.BOX_DEFAULTS.items():
+    for name, value in defaults.items():
         flag = "--" + name.replace("_", "-")
         entry = re.search(re.escape(flag) + r"(?:, --no-\S+)? (INT |FLOAT )?(.*?)\(default: ([^)]+)\)", help_text)
         assert entry, flag
         metavar, description, default = entry.groups()
-        assert metavar or isinstance(box_value, bool), flag  # INT or FLOAT, no {None}|INT
+        assert metavar or isinstance(value, bool), flag  # INT or FLOAT, no {None}|INT
         assert default == str(getattr(ppo.Args(), name)), flag  # ppo.py's own value
-        shown = re.search(r"\(Box: ([^)]+)\)", description)
-        assert shown, f"{flag} does not show its Box value"
-        assert (shown.group(1) == str(box_value)) if isinstance(box_value, bool) else (
-            float(shown.group(1)) == box_value), flag
+        shown = re.search(r"\(" + label + r": ([^)]+)\)", description)
+        assert shown, f"{flag} does not show its {label} value"
+        assert (shown.group(1) == str(value)) if isinstance(value, bool) else (float(shown.group(1)) == value), flag
 
 
 # Issue #22: resume and presets do what they say.

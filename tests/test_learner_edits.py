@@ -56,19 +56,18 @@ def assert_trained(initial, final, untouched=()):
         assert torch.equal(final[name], initial[name]) == (name in untouched), name
 
 
-ACTOR_END = "        if self.continuous:  # the Gaussian's log std"
+ACTOR_END = "            layer_init(nn.Linear(64, n_outputs), std=0.01),\n        )\n"  # the end of __init__
 
 
 def test_an_unused_layer(in_tmp):
-    ppo = edited_ppo(in_tmp, (ACTOR_END, "        self.spare = nn.Linear(64, 64)  # for a later experiment\n" + ACTOR_END))
+    ppo = edited_ppo(in_tmp, (ACTOR_END, ACTOR_END + "        self.spare = nn.Linear(64, 64)  # for a later experiment\n"))
     initial, final, scalars = train_edited(ppo)
     assert_trained(initial, final, untouched={"spare.weight", "spare.bias"})
     assert len(scalars["losses/approx_kl"]) == 6
 
 
 def test_a_frozen_layer(in_tmp):
-    ppo = edited_ppo(in_tmp, (ACTOR_END, "        self.actor[0].requires_grad_(False)  # keep the features fixed\n" +
-                              ACTOR_END))
+    ppo = edited_ppo(in_tmp, (ACTOR_END, ACTOR_END + "        self.actor[0].requires_grad_(False)  # keep the features fixed\n"))
     initial, final, _ = train_edited(ppo)
     assert_trained(initial, final, untouched={"actor.0.weight", "actor.0.bias"})
 

@@ -61,8 +61,8 @@ def test_help_documents_every_flag(tmp_path):
 BAD_INPUT = [
     (["--env-id", "CartPol-v1"], "unknown env id 'CartPol-v1'.*did you mean CartPole-v1"),
     (["--env-id", "toy_envs:MultiBinary-v0"], "MultiBinary.*supports Discrete and Box action spaces"),
-    (["--env-id", "toy_envs:DictObs-v0"], "observation space Dict.*needs a flat Box"),
-    (["--env-id", "toy_envs:ImageObs-v0"], "observation space Box\\(0, 255, \\(8, 8, 3\\).*needs a flat Box"),
+    (["--env-id", "toy_envs:DictObs-v0"], "observation space Dict.*takes a Box of rank 1 \\(a vector"),
+    (["--env-id", "toy_envs:VolumeObs-v0"], "observation space Box\\(0.0, 1.0, \\(2, 8, 8, 3\\).*rank 1"),
     (["--env-id", "no_such_module:Env-v0"], "cannot import module 'no_such_module'"),
     (["--total-timesteps", "100"], "--total-timesteps 100 is smaller than one batch .* 512"),
     (["--gamma", "1.5"], "--gamma must be in \\[0, 1\\]"),

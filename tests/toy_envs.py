@@ -54,6 +54,15 @@ gym.register("DictObs-v0", entry_point=DictObsEnv)
 gym.register("ImageObs-v0", entry_point=ImageObsEnv)
 
 
+class VolumeObsEnv(CounterEnv):
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (2, 8, 8, 3), np.float32)
+
+
+gym.register("VolumeObs-v0", entry_point=VolumeObsEnv)
+
+
 class BoxActionEnv(gym.Env):
     """Continuous actions in the narrow box [-0.5, 0.5]^2; observations around 100.
 
