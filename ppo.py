@@ -63,7 +63,7 @@ class Args:
     checkpoint_every: int = 25
     """write runs/{run_name}/checkpoint.pt every this many iterations, at the end, and on Ctrl-C or SIGTERM; 0: never"""
     resume: str | None = None
-    """continue the run of this checkpoint or run directory: flags not given keep its values; those that change what the agent sees or the run's shape and length (--total-timesteps included) are refused"""
+    """continue the run of this checkpoint or run directory: flags not given keep its values; those that change what the agent sees or the run's shape and length (its total timesteps included) are refused"""
     eval_episodes: int = 0
     """after training, evaluate the greedy policy for this many episodes (`eval/episodic_return`)"""
     eval_only: bool = False
@@ -180,7 +180,6 @@ class Agent(nn.Module):
             layer_init(nn.Linear(64, 1), std=1.0),
         )
         # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
-        # (CleanRL's continuous script names it actor_mean: its saved models' keys differ.)
         self.actor = nn.Sequential(
             layer_init(nn.Linear(obs_size, 64)),
             nn.Tanh(),
@@ -189,7 +188,7 @@ class Agent(nn.Module):
             layer_init(nn.Linear(64, n_outputs), std=0.01),
         )
         if self.continuous:  # the Gaussian's log std: learned, not a function of the state, 0 at first
-            self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))
+            self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))  # (CleanRL's mean net: actor_mean, not actor)
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later
