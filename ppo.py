@@ -70,7 +70,7 @@ class Args:
     checkpoint_every: int = 25
     """write runs/{run_name}/checkpoint.pt every this many iterations, at the end, and on Ctrl-C or SIGTERM; 0: never"""
     resume: str | None = None
-    """continue the run of this checkpoint or run directory: flags not given keep its values; those that change what the agent sees are refused"""
+    """continue the run of this checkpoint or run directory: flags not given keep its values; those that change what the agent sees or the run's shape and length (its total timesteps included) are refused"""
     eval_episodes: int = 0
     """after training, evaluate the greedy policy for this many episodes (`eval/episodic_return`)"""
     eval_only: bool = False
@@ -124,7 +124,7 @@ class Args:
     norm_obs: bool = False
     """normalise observations by their running mean and std, then clip them to [-10, 10] (Box: True)"""
     norm_reward: bool = False
-    """divide rewards by the running std of a discounted sum of past rewards (gymnasium's NormalizeReward, as CleanRL), then clip them to [-10, 10] (Box: True)"""
+    """divide rewards by the running std of a discounted sum of past rewards (gymnasium's NormalizeReward), then clip them to [-10, 10] (Box: True)"""
     clip_action: bool = True
     """Box actions: clip them to the action space's bounds when sending them to the env (they are stored unclipped)"""
 
@@ -161,6 +161,7 @@ def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym
     envs = with_plain_action_space(envs)  # Discrete(n) from 0, or a flat Box (below; most envs need nothing)
     if isinstance(envs.single_action_space, gym.spaces.Box) and args.clip_action:
         envs = gym.wrappers.vector.ClipAction(envs)  # the env gets clipped actions; the agent stores its own
+    # CleanRL wraps each env: one statistic per env; the vector wrappers keep one for all (the same at num_envs=1)
     if args.norm_obs:
         envs = gym.wrappers.vector.NormalizeObservation(envs)
         envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10), envs.observation_space)
@@ -243,7 +244,7 @@ class Agent(nn.Module):
         # Discrete: one logit per action. Box: the mean of each action dimension.
         n_outputs = envs.single_action_space.shape[0] if self.continuous else int(envs.single_action_space.n)
         if self.continuous:  # the Gaussian's log std: learned, not a function of the state, 0 at first
-            self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))
+            self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))  # (CleanRL's mean net: actor_mean, not actor)
         if len(obs_shape) == 3:  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
             self.trunk = NatureCNN(envs.single_observation_space)
             self.critic = layer_init(nn.Linear(self.trunk.out_features, 1), std=1.0)
@@ -429,6 +430,7 @@ def train(args: Args) -> Agent:
     actions = np.zeros((args.num_steps, num_envs) + envs.single_action_space.shape,
                        dtype=envs.single_action_space.dtype)  # int64 for Discrete: CleanRL's floats needed .long()
     rewards = np.zeros((args.num_steps, num_envs), dtype=np.float32)
+    # CleanRL keeps only dones; terminations and truncations apart let a truncation be bootstrapped (compute_gae)
     terminations = np.zeros((args.num_steps, num_envs), dtype=bool)
     truncations = np.zeros((args.num_steps, num_envs), dtype=bool)
     resets = np.zeros((args.num_steps, num_envs), dtype=bool)  # CleanRL's `dones`, repurposed (ROLLOUT)
@@ -479,7 +481,9 @@ def train(args: Args) -> Agent:
             # not move during the rollout, so these are the numbers CleanRL computes step by step in it.
             b_obs = torch.as_tensor(obs.reshape((-1,) + envs.single_observation_space.shape), device=device)
             b_actions = torch.as_tensor(actions.reshape((-1,) + envs.single_action_space.shape), device=device)
-            with torch.no_grad():  # (not inference mode: these tensors enter the loss)
+            # no_grad, not inference mode: these enter the loss, and an edit that saves one for backward
+            # (ratio * old_logprobs, say) would fail on an inference tensor
+            with torch.no_grad():
                 _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions)
                 # bootstraps the steps after the rollout
                 next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
@@ -533,7 +537,7 @@ def train(args: Args) -> Agent:
             for name, value in logged.items():
                 writer.add_scalar(f"losses/{name}", value, global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
-            sps = int((global_step - start_step) / (time.time() - start_time))
+            sps = int((global_step - start_step) / (time.time() - start_time))  # CleanRL: global_step; a resume starts later
             writer.add_scalar("charts/SPS", sps, global_step)
             # CleanRL prints each episode's return and the SPS every iteration; here one line, 20 times a run
             if iteration % max(1, num_iterations // 20) == 0 or iteration == num_iterations:
@@ -569,14 +573,15 @@ class ClippedAdam:
         theta -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
     computed over one flat vector of all the parameters: at these sizes each torch op costs its
     call overhead, not its arithmetic, and clipping plus torch.optim's Adam run several ops per
-    parameter tensor where this runs about a dozen in all. At its first step the parameters become
+    parameter tensor where this runs about a dozen on the flat vector, after one flatten (a view) per
+    gradient. At its first step the parameters become
     views into that vector, so the update writes them all at once. It also skips torch.optim's
     import of torch._dynamo (about 1 s of start-up). docs/speed.md has the measured figures.
 
     Like torch.optim: `param_groups[0]["lr"]` is the learning rate, `zero_grad()` clears the
-    gradients, a parameter without a gradient (an unused or a frozen layer) is left as it is, a
-    parameter listed twice (a shared layer) counts once, and the model may be moved before the
-    first step. Unlike it, the parameters with a gradient must stay the same, and the model where
+    gradients, a parameter without a gradient (an unused or a frozen layer) is left as it is, and
+    the model may be moved before the first step. A parameter listed twice counts once (torch.optim
+    warns and steps it twice; a shared layer's are listed once by .parameters() anyway). Unlike it, the parameters with a gradient must stay the same, and the model where
     it was, after the first step: otherwise step() says so, rather than train a model it no
     longer holds.
     """
@@ -674,7 +679,7 @@ class TrainingInterrupted(Exception):
 PRESETS = {
     # rl-baselines3-zoo's: short rollouts of 8 envs, one minibatch of 256 reused for 20 epochs, a
     # shorter horizon (gamma 0.98, lambda 0.8), no entropy bonus; and SB3's unclipped value loss
-    # (greedy eval 500 for seeds 1-10 with it; one seed of five at 498 with the clip). 100k steps.
+    # (greedy eval 500 for seeds 1-10 without the clip; 499.39 with it, seed 1 at 498). 100k steps.
     "CartPole-v1": dict(total_timesteps=100_000, num_envs=8, num_steps=32, num_minibatches=1, update_epochs=20,
                         learning_rate=1e-3, gamma=0.98, gae_lambda=0.8, ent_coef=0.0, clip_vloss=False),
     # rl-zoo's: normalised observations and rewards, 16 envs x 256 steps, minibatches of 64; SB3's
@@ -748,9 +753,10 @@ def preset_values(env_id: str, preset: str) -> dict:
 
 
 def with_preset(args: Args) -> Args:
-    """`train(Args(env_id=..., preset="tuned"))` from Python: every field left at its Args default takes
-    the preset's value (over BOX_DEFAULTS or IMAGE_DEFAULTS), as every flag not given does on the command line; the
-    fields set win. Args from parse_args (or without a preset) are returned as they are."""
+    """`train(Args(env_id=..., preset="tuned"))` from Python: every field at its Args default takes the
+    preset's value (over BOX_DEFAULTS or IMAGE_DEFAULTS), as every flag not given does on the command
+    line; a field set to another value wins (one set to its default cannot be told from one left
+    alone). Args from parse_args (or without a preset) are returned as they are."""
     if args.preset != "tuned" or getattr(args, "preset_applied", False):
         return args
     defaults = Args()
