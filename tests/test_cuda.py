@@ -45,3 +45,12 @@ def test_nccl_under_torchrun(tmp_path):
     assert record["iteration"] == 4 and all(t.is_cuda for t in record["weights"].values())
     (run_dir,) = list((tmp_path / "runs").iterdir())
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["world_size"] == 1
+
+
+def test_cuda_trains_atari_with_the_cnn(in_tmp):
+    pytest.importorskip("ale_py")
+    agent = ppo.train(ppo.parse_args(["--env-id", "ALE/Breakout-v5", "--num-envs", "8", "--num-steps", "128",
+                                      "--total-timesteps", str(2 * 1024), "--eval-episodes", "1"]))
+    assert next(agent.parameters()).is_cuda and isinstance(agent.trunk, ppo.NatureCNN)
+    (run_dir,) = list((in_tmp / "runs").iterdir())
+    assert len(read_scalars(run_dir)["eval/episodic_return"]) == 1

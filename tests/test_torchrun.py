@@ -274,3 +274,15 @@ def test_where_two_processes_start_their_envs(tmp_path, env_id, as_in_one_proces
         for rank, record in enumerate([rank0, rank1]):
             own = ppo.make_envs(ppo.Args(env_id=env_id), 2).reset(seed=1 + 2 * rank)[0]
             np.testing.assert_array_equal(record["reset_obs"][0], own)
+
+
+def test_two_processes_train_atari(tmp_path):
+    pytest.importorskip("ale_py")
+    flags = ["--env-id", "ALE/Breakout-v5", "--num-envs", "4", "--num-steps", "32", "--num-minibatches", "2",
+             "--update-epochs", "1", "--total-timesteps", "256"]
+    code, out = finish(start(flags, tmp_path))
+    assert code == 0, out
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["iteration"] == rank1["iteration"] == 2
+    assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
+    assert rank0["reset_obs"][0].shape == (2, 4, 84, 84) and rank0["reset_obs"][0].dtype == np.uint8

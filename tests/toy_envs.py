@@ -39,9 +39,19 @@ class DictObsEnv(CounterEnv):
 
 
 class ImageObsEnv(CounterEnv):
+    """CounterEnv seen as an 8x8 RGB image (channels last) whose pixels are all 40 * t."""
+
     def __init__(self):
         super().__init__()
         self.observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed)
+        return np.full((8, 8, 3), 40 * int(obs[0]), np.uint8), info
+
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return np.full((8, 8, 3), 40 * int(obs[0]), np.uint8), *rest
 
 
 gym.register("Counter-v0", entry_point=CounterEnv)
