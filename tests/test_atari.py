@@ -193,3 +193,39 @@ def test_capture_video_films_the_game_as_a_person_sees_it(in_tmp):
 
     with VideoFileClip(str(videos[0])) as clip:
         assert tuple(clip.size) == (160, 210)  # the full colour screen, not the agent's 84x84 grayscale
+
+
+class ScriptedLives(gym.vector.VectorEnv):
+    """One env paying 5 a step, that loses a life at steps 2 and 5 and is over at step 7 (NEXT_STEP)."""
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self):
+        self.num_envs = 1
+        self.single_observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+        self.single_action_space = gym.spaces.Discrete(4)
+        self.observation_space, self.action_space = self.single_observation_space, gym.spaces.MultiDiscrete([4])
+        self.received = []
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return np.zeros((1, 4, 84, 84), np.uint8), {"lives": np.array([3])}
+
+    def step(self, actions):
+        self.received.append(int(actions[0]))
+        self.t += 1
+        lives = 3 - (self.t >= 2) - (self.t >= 5) - (self.t >= 7)
+        return (np.zeros((1, 4, 84, 84), np.uint8), np.array([5.0]), np.array([self.t == 7]), np.array([False]),
+                {"lives": np.array([lives])})
+
+
+def test_end_of_life_on_a_scripted_game():
+    env = ScriptedLives()
+    envs = ppo.EndOfLifeAsTermination(env, restart_action=1)
+    envs.reset()
+    steps = [envs.step(np.array([3]))[1:3] for _ in range(7)]
+    rewards = [float(r[0]) for r, _ in steps]
+    terminated = [bool(t[0]) for _, t in steps]
+    assert terminated == [False, True, False, False, True, False, True]  # lives lost at 2 and 5, game over at 7
+    assert rewards == [5, 5, 0, 5, 5, 0, 5]  # the step after a lost life pays nothing ...
+    assert env.received == [3, 3, 1, 3, 3, 1, 3]  # ... and presses FIRE, not the agent's 3
