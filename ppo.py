@@ -425,8 +425,9 @@ def train(args: Args) -> Agent:
 
     # ALGO Logic: Storage setup, (num_steps, num_envs, ...), in numpy, as the env gives and takes them
     # (CleanRL: torch tensors on the device). The batch goes to the device once, after the rollout.
+    images = len(envs.single_observation_space.shape) == 3 and envs.single_observation_space.dtype == np.uint8
     obs = np.zeros((args.num_steps, num_envs) + envs.single_observation_space.shape,
-                   dtype=np.uint8 if envs.single_observation_space.dtype == np.uint8 else np.float32)  # images: bytes
+                   dtype=np.uint8 if images else np.float32)  # images stay bytes: 4x less memory
     actions = np.zeros((args.num_steps, num_envs) + envs.single_action_space.shape,
                        dtype=envs.single_action_space.dtype)  # int64 for Discrete: CleanRL's floats needed .long()
     rewards = np.zeros((args.num_steps, num_envs), dtype=np.float32)
