@@ -796,6 +796,9 @@ def probe_env(env_id: str):
     if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) in (1, 3)):
         raise ConfigError(f"{env_id} has observation space {observation_space}; the agent takes a Box of rank 1 "
                           "(a vector, for the MLP) or 3 (an image, for the CNN)")
+    for kind, space in [("observation", observation_space), ("action", action_space)]:
+        if isinstance(space, gym.spaces.Box) and space.shape and int(np.prod(space.shape)) == 0:
+            raise ConfigError(f"{env_id} has {kind} space {space}, of size 0: nothing to see or do")
     if autoreset_mode != gym.vector.AutoresetMode.NEXT_STEP:
         raise ConfigError(f"{env_id}'s vector env autoresets in {autoreset_mode.name} mode; the rollout "
                           "needs NEXT_STEP (gymnasium's default)")
@@ -856,7 +859,7 @@ def with_plain_action_space(envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
     if isinstance(space, gym.spaces.Discrete) and space.start != 0:
         return gym.wrappers.vector.TransformAction(envs, lambda action: action + space.start,
                                                    single_action_space=gym.spaces.Discrete(space.n))
-    if isinstance(space, gym.spaces.Box) and len(space.shape) > 1:
+    if isinstance(space, gym.spaces.Box) and len(space.shape) != 1:  # (2, 3) -> (6,); a scalar () -> (1,)
         flat = gym.spaces.Box(space.low.reshape(-1), space.high.reshape(-1), dtype=space.dtype)
         return gym.wrappers.vector.TransformAction(envs, lambda action: action.reshape((-1,) + space.shape),
                                                    single_action_space=flat)
@@ -866,6 +869,19 @@ def with_plain_action_space(envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
 def check_args(args: Args) -> None:
     """Refuse bad flags or an unsupported env, in one line, before anything is written."""
     probe_env(args.env_id)
+    highest_seed = 2**32 - int(os.environ.get("WORLD_SIZE", "1"))  # np.random.seed(seed + rank) takes [0, 2**32)
+    if not 0 <= args.seed <= highest_seed:
+        raise ConfigError(f"--seed must be in [0, {highest_seed}], got {args.seed}")
+    longest_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}-eval__{args.seed}__{int(time.time())}_999"
+    if len(longest_name.encode()) > 255:  # NAME_MAX of Linux and macOS file systems
+        raise ConfigError(f"--exp-name is too long for a directory name ({len(args.exp_name.encode())} bytes)")
+    if args.resume is not None and not args.resume:
+        raise ConfigError("--resume needs a run directory or a checkpoint")
+    for name in ["learning_rate", "ent_coef", "vf_coef"]:  # (an infinite --max-grad-norm or --target-kl: no limit)
+        if not math.isfinite(getattr(args, name)):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
+    if args.capture_video:
+        check_renders(args.env_id)
     for name in ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs",
                  "clip_coef", "max_grad_norm"]:
         if not getattr(args, name) > 0:
@@ -914,6 +930,21 @@ def check_args(args: Args) -> None:
     for flag, module in [("track", "wandb"), ("capture_video", "moviepy")]:
         if getattr(args, flag) and importlib.util.find_spec(module) is None:
             raise ConfigError(f"--{flag.replace('_', '-')} needs the '{module}' package: pip install {module}")
+
+
+def check_renders(env_id: str) -> None:
+    """--capture-video records rgb_array frames: refuse an env that cannot render them, before anything is written."""
+    try:
+        env = gym.make(env_id, render_mode="rgb_array")
+        try:
+            env.reset(seed=0)
+            frame = env.render()
+        finally:
+            env.close()
+    except Exception as e:  # no render_mode argument, no OpenGL for MuJoCo (set MUJOCO_GL=egl or osmesa), ...
+        raise ConfigError(f"--capture-video: {env_id} cannot render rgb_array frames: {first_line(e)}") from None
+    if not (isinstance(frame, np.ndarray) and frame.ndim == 3):
+        raise ConfigError(f"--capture-video: {env_id} renders {type(frame).__name__}, not rgb_array frames")
 
 
 def first_line(e: Exception) -> str:
@@ -1418,6 +1449,9 @@ def model_state_dict(agent: Agent, obs_stats: dict | None) -> dict:
     return state
 
 
+MAX_EVAL_EPISODE_STEPS = 100_000  # an evaluation episode that runs longer never ends (an env without a time limit)
+
+
 def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str | None = None,
              obs_stats: dict | None = None, stop=None) -> np.ndarray:
     """Returns of `episodes` episodes of the greedy policy on a fresh env, observations normalised
@@ -1430,12 +1464,19 @@ def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str 
         normalizer.obs_rms.var = obs_stats["var"].double().numpy().copy()
     obs, _ = envs.reset(seed=args.seed + 100_000)  # not the seeds training started from
     returns = []
+    steps_in_episode = 0
     while len(returns) < episodes and not (stop is not None and stop.signum):
         with torch.inference_mode():
             action = agent.get_greedy_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
         obs, _, _, _, info = envs.step(action.cpu().numpy())
+        steps_in_episode += 1
         if "episode" in info:
             returns.append(float(info["episode"]["r"][0]))
+            steps_in_episode = 0
+        elif steps_in_episode > MAX_EVAL_EPISODE_STEPS:
+            envs.close()
+            raise TrainingError(f"evaluation: an episode of {args.env_id} lasted over {MAX_EVAL_EPISODE_STEPS:,} "
+                                "steps; give the env a time limit (gym.register(..., max_episode_steps=N))")
     envs.close()
     return np.array(returns)
 

@@ -333,3 +333,18 @@ def test_a_resumed_evaluation_logs_each_episode_once(in_tmp, monkeypatch, capsys
         ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
         assert evaluation_points(run_dir) == [0, 1, 2, 3]
         assert "evaluation is logged already" in capsys.readouterr().out
+
+
+# Found by tests/test_flag_combinations.py.
+
+def test_box_actions_of_shape_scalar_train(in_tmp):
+    agent = ppo.train(ppo.parse_args(["--env-id", "toy_envs:ScalarBox-v0", "--num-steps", "32", "--num-minibatches",
+                                      "2", "--total-timesteps", "64", "--eval-episodes", "1"]))
+    assert agent.actor_logstd.shape == (1, 1)
+
+
+def test_an_evaluation_that_never_ends_stops_with_one_line(in_tmp, monkeypatch):
+    monkeypatch.setattr(ppo, "MAX_EVAL_EPISODE_STEPS", 50)
+    with pytest.raises(ppo.TrainingError, match="evaluation: an episode of toy_envs:Endless-v0 lasted over 50 steps"):
+        ppo.train(ppo.parse_args(["--env-id", "toy_envs:Endless-v0", "--num-envs", "2", "--num-steps", "16",
+                                  "--num-minibatches", "2", "--total-timesteps", "32", "--eval-episodes", "1"]))

@@ -136,3 +136,60 @@ class MatrixActionEnv(BoxActionEnv):
 
 gym.register("ShiftedDiscrete-v0", entry_point=ShiftedDiscreteEnv)
 gym.register("MatrixAction-v0", entry_point=MatrixActionEnv)
+
+
+class SpacesEnv(gym.Env):
+    """Observations and actions of the given spaces, for tests that try many kinds of space.
+
+    The observation is t % 5 (the step in the episode) in every entry, cast to the space's dtype;
+    reward 1 for the lowest Discrete action, else 0; for Box actions, -tanh(sum |action|), which is
+    never infinite. Episodes are truncated after `length` steps, or never end when length is None.
+    """
+
+    def __init__(self, observation_space=None, action_space=None, length=4):
+        self.observation_space = observation_space or gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = action_space or gym.spaces.Discrete(2)
+        self.length = length
+
+    def _obs(self):
+        return np.full(self.observation_space.shape, self.t % 5, dtype=self.observation_space.dtype)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        if not self.action_space.contains(action) if discrete else np.shape(action) != self.action_space.shape:
+            raise ValueError(f"action {action!r} is outside {self.action_space}")  # (Box: of another shape)
+        self.t += 1
+        if discrete:
+            reward = float(action == self.action_space.start)
+        else:
+            reward = -float(np.tanh(np.sum(np.abs(np.nan_to_num(np.asarray(action, np.float64))))))
+        truncated = self.length is not None and self.t >= self.length
+        return self._obs(), reward, False, truncated, {}
+
+
+def _register_spaces(env_id, **kwargs):
+    gym.register(env_id, entry_point=SpacesEnv, kwargs=kwargs)
+
+
+_F32 = dict(low=-np.inf, high=np.inf, dtype=np.float32)
+_register_spaces("Discrete1-v0", action_space=gym.spaces.Discrete(1))  # one action: nothing to choose
+_register_spaces("DiscreteNegative-v0", action_space=gym.spaces.Discrete(3, start=-1))  # actions -1, 0, 1
+_register_spaces("UnboundedBox-v0", action_space=gym.spaces.Box(shape=(2,), **_F32))  # no bounds to clip to
+_register_spaces("HalfBoundedBox-v0",  # each dimension bounded on one side only
+                 action_space=gym.spaces.Box(np.array([-1, -np.inf], np.float32), np.array([np.inf, 1], np.float32)))
+_register_spaces("ScalarBox-v0", action_space=gym.spaces.Box(-1, 1, (), np.float32))  # a Box of shape ()
+_register_spaces("Float64Spaces-v0", observation_space=gym.spaces.Box(-np.inf, np.inf, (5,), np.float64),
+                 action_space=gym.spaces.Box(-1, 1, (3,), np.float64))
+_register_spaces("Uint8Obs-v0", observation_space=gym.spaces.Box(0, 255, (6,), np.uint8))
+_register_spaces("WideObs-v0", observation_space=gym.spaces.Box(shape=(64,), **_F32),
+                 action_space=gym.spaces.Box(-1, 1, (1,), np.float32))
+_register_spaces("ColumnObs-v0", observation_space=gym.spaces.Box(shape=(3, 1), **_F32))  # not flat: refused
+_register_spaces("ScalarObs-v0", observation_space=gym.spaces.Box(shape=(), **_F32))  # not a vector: refused
+_register_spaces("EmptyObs-v0", observation_space=gym.spaces.Box(shape=(0,), **_F32))  # nothing to see
+_register_spaces("EmptyBox-v0", action_space=gym.spaces.Box(-1, 1, (0,), np.float32))  # nothing to do
+_register_spaces("Endless-v0", length=None)  # episodes never end
