@@ -872,7 +872,7 @@ def check_args(args: Args) -> None:
     highest_seed = 2**32 - int(os.environ.get("WORLD_SIZE", "1"))  # np.random.seed(seed + rank) takes [0, 2**32)
     if not 0 <= args.seed <= highest_seed:
         raise ConfigError(f"--seed must be in [0, {highest_seed}], got {args.seed}")
-    longest_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}-eval__{args.seed}__{int(time.time())}_999"
+    longest_name = new_run_name(replace(args, exp_name=args.exp_name + "-eval" * args.eval_only)) + "_999"
     if len(longest_name.encode()) > 255:  # NAME_MAX of Linux and macOS file systems
         raise ConfigError(f"--exp-name is too long for a directory name ({len(args.exp_name.encode())} bytes)")
     if args.resume is not None and not args.resume:
@@ -1030,9 +1030,13 @@ def run_directory(args: Args, world_size: int) -> tuple[str, str, bool, dict | N
     return run_name, f"runs/{run_name}", False, None
 
 
+def new_run_name(args: Args) -> str:
+    return f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+
+
 def new_run_dir(args: Args) -> str:
     """runs/{env_id}__{exp_name}__{seed}__{unix time}: a new directory, never an old run's."""
-    run_name = f"{args.env_id.replace('/', '-').replace(':', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = new_run_name(args)
     try:
         os.makedirs("runs", exist_ok=True)
         for suffix in [""] + [f"_{i}" for i in range(1, 1000)]:
