@@ -37,12 +37,6 @@ import torch.nn.functional as F
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
-try:  # Atari (pip install -r requirements-atari.txt): ALE/Breakout-v5, BreakoutNoFrameskip-v4, ...
-    import ale_py
-
-    gym.register_envs(ale_py)
-except ImportError:
-    ale_py = None
 
 
 @dataclass
@@ -129,18 +123,16 @@ class Args:
     """Box actions: clip them to the action space's bounds when sending them to the env (they are stored unclipped)"""
 
 
-# ppo_continuous_action.py's defaults where they differ from ppo.py's: on the command line, a Box
-# env takes these for the flags not given (parse_args, below).
+# ppo_continuous_action.py's defaults where they differ from ppo.py's: a Box env's, for the flags not given.
 BOX_DEFAULTS = dict(total_timesteps=1000000, learning_rate=3e-4, num_envs=1, num_steps=2048, num_minibatches=32,
                     update_epochs=10, ent_coef=0.0, norm_obs=True, norm_reward=True)
-# ppo_atari.py's, where they differ from ppo.py's, for observations that are images (a Box of rank 3).
-IMAGE_DEFAULTS = dict(total_timesteps=10000000, num_envs=8, clip_coef=0.1)
+IMAGE_DEFAULTS = dict(total_timesteps=10000000, num_envs=8, clip_coef=0.1)  # ppo_atari.py's, for image observations
 
 
 def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
     """`num_envs` copies of the env, stepped together (CleanRL: `make_env` thunks in a SyncVectorEnv)."""
     if is_atari(args.env_id):
-        envs = make_atari_envs(args.env_id, num_envs, video_folder)  # CleanRL's Atari wrappers (below)
+        envs = make_atari_envs(args.env_id, num_envs, video_folder)  # CleanRL's Atari wrappers (below the banner)
     elif video_folder is None:
         # The env's own vector version where it has one (CartPole-v1: all copies in numpy, far cheaper
         # per step than one Python env per copy), else one Python env per copy ("sync").
@@ -152,17 +144,14 @@ def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym
             return gym.make(args.env_id)
 
         envs = gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(num_envs)])
-    # CleanRL wraps each env in RecordEpisodeStatistics; here its vector version wraps them all, first,
-    # so that it records the env's own rewards
-    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # CleanRL: one per env; first: the env's own rewards
     if is_atari(args.env_id):  # after the statistics, which log whole games and their raw scores
         envs = EndOfLifeAsTermination(envs, restart_action(args.env_id))  # CleanRL's EpisodicLifeEnv
         envs = gym.wrappers.vector.TransformReward(envs, np.sign)  # CleanRL's ClipRewardEnv
     envs = with_plain_action_space(envs)  # Discrete(n) from 0, or a flat Box (below; most envs need nothing)
     if isinstance(envs.single_action_space, gym.spaces.Box) and args.clip_action:
         envs = gym.wrappers.vector.ClipAction(envs)  # the env gets clipped actions; the agent stores its own
-    # CleanRL wraps each env: one statistic per env; the vector wrappers keep one for all (the same at num_envs=1)
-    if args.norm_obs:
+    if args.norm_obs:  # CleanRL normalises per env; the vector wrappers, over all (the same at num_envs=1)
         envs = gym.wrappers.vector.NormalizeObservation(envs)
         envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10), envs.observation_space)
     if args.norm_reward:
@@ -171,69 +160,11 @@ def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym
     return envs
 
 
-def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
-    """CleanRL's Atari preprocessing (ppo_atari.py's make_env), on gymnasium 1.x, from ale-py's own vector
-    env: up to 30 no-ops after a reset (NoopResetEnv), 4 frames a step with the max over the last two
-    (MaxAndSkipEnv), FIRE after a reset where the game needs it (FireResetEnv), 84x84 grayscale
-    (ResizeObservation, GrayScaleObservation), the last 4 stacked, channels first (FrameStack).
-    Rewards stay raw and a game ends at game over: make_envs adds CleanRL's end of life and reward
-    clipping after RecordEpisodeStatistics. The env id gives the game, sticky actions and action set."""
-    game = gym.spec(env_id).kwargs
-    if video_folder is None:  # all the envs in C++ threads (ale-py's AtariVectorEnv)
-        return ale_py.vector_env.AtariVectorEnv(
-            game["game"], num_envs, repeat_action_probability=game.get("repeat_action_probability", 0.0),
-            full_action_space=game.get("full_action_space", False), max_num_frames_per_episode=game.get(
-                "max_num_frames_per_episode", 108000), frameskip=4, maxpool=True, noop_max=30, img_height=84,
-            img_width=84, grayscale=True, stack_num=4, use_fire_reset=True, episodic_life=False,
-            reward_clipping=False)
-
-    def make_env(i):  # the same, from gymnasium's wrappers around Python envs: env 0 is filmed as a person sees it
-        env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if i == 0 else None)
-        if i == 0:
-            env = gym.wrappers.RecordVideo(env, video_folder)
-        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
-        if restart_action(env_id) == 1:
-            env = FireOnReset(env)
-        return gym.wrappers.FrameStackObservation(env, 4)
-
-    return gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(num_envs)])
-
-
 def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.0) -> nn.Module:
     """Orthogonal weights, constant bias: Huang et al.'s orthogonal initialization detail."""
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
-
-
-class NatureCNN(nn.Module):
-    """The network of CleanRL's ppo_atari.py (Mnih et al., 2015): convolutions of 32 8x8 filters with
-    stride 4, 64 4x4 with stride 2, 64 3x3, then a linear layer of 512, ReLU after each, on pixels
-    scaled to [0, 1]. Images too small for its first layer (MinAtar's 10x10) get MinAtar's own network
-    (Young and Tian, 2019): 16 3x3 filters, then 128. Channels first or last (the smallest axis)."""
-
-    def __init__(self, observation_space: gym.spaces.Box):
-        super().__init__()
-        shape = observation_space.shape
-        self.channels_last = shape[-1] < shape[0]  # (84, 84, 3) or (10, 10, 4), not (4, 84, 84)
-        channels, height, width = (shape[2], shape[0], shape[1]) if self.channels_last else shape
-        self.scale = 1 / 255 if observation_space.dtype == np.uint8 else 1.0
-        if min(height, width) >= 36:  # what 8x8/4, 4x4/2 and 3x3/1 convolutions need
-            convolutions = [layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
-                            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
-                            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU()]
-            self.out_features = 512
-        else:
-            convolutions = [layer_init(nn.Conv2d(channels, 16, 3, stride=1)), nn.ReLU()]
-            self.out_features = 128
-        self.convolutions = nn.Sequential(*convolutions, nn.Flatten())
-        flat_size = self.convolutions(torch.zeros(1, channels, height, width)).shape[1]  # 64 * 7 * 7 for 84x84
-        self.linear = nn.Sequential(layer_init(nn.Linear(flat_size, self.out_features)), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.permute(0, 3, 1, 2)
-        return self.linear(self.convolutions(x.float() * self.scale))  # CleanRL: x / 255.0
 
 
 class Agent(nn.Module):
@@ -283,8 +214,7 @@ class Agent(nn.Module):
         return torch.argmax(actor_out - torch.empty_like(actor_out).exponential_().log(), dim=-1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
-        """Score the given actions (or sample new ones): (action, log_prob, entropy, value); the action is
-        (batch,) for Discrete, (batch, action_dim) for Box, the others (batch,)."""
+        """Score the given actions (or sample new ones): (action, log_prob, entropy, value), each (batch,) (Box actions: (batch, action_dim))."""
         if action is None:
             action = self.get_action(x)
         hidden = self.trunk(x)  # images: the CNN's features, computed once for both heads
@@ -365,9 +295,8 @@ def ppo_loss(agent, obs, actions, old_logprobs, old_values, advantages, returns,
     ratio = logratio.exp()
 
     with torch.no_grad():
-        # calculate approx_kl http://joschu.net/blog/kl-approx.html: on actions drawn from the old policy,
-        # -log r and (r - 1) - log r both estimate KL(old || new) without bias; the second has lower
-        # variance and is never negative
+        # calculate approx_kl http://joschu.net/blog/kl-approx.html: -log r and (r - 1) - log r both estimate
+        # KL(old || new) without bias on the old policy's actions; the second has lower variance, never < 0
         old_approx_kl = (-logratio).mean()
         approx_kl = ((ratio - 1) - logratio).mean()
         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
@@ -805,6 +734,17 @@ def probe_env(env_id: str):
     return observation_space, action_space
 
 
+# Atari and images: ale-py's games (registered here when requirements-atari.txt is installed), the env
+# factory make_envs calls for them, CleanRL's end of life, and the CNN the Agent uses for images.
+
+try:  # Atari (pip install -r requirements-atari.txt): ALE/Breakout-v5, BreakoutNoFrameskip-v4, ...
+    import ale_py
+
+    gym.register_envs(ale_py)
+except ImportError:
+    ale_py = None
+
+
 def is_atari(env_id: str) -> bool:
     return ale_py is not None and env_id in gym.registry and gym.registry[env_id].entry_point == "ale_py.env:AtariEnv"
 
@@ -850,6 +790,64 @@ class FireOnReset(gym.Wrapper):
         self.env.reset(**kwargs)
         obs, _, terminated, truncated, info = self.env.step(1)
         return self.env.reset(**kwargs) if terminated or truncated else (obs, info)
+
+
+def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
+    """CleanRL's Atari preprocessing (ppo_atari.py's make_env), on gymnasium 1.x, from ale-py's own vector
+    env: up to 30 no-ops after a reset (NoopResetEnv), 4 frames a step with the max over the last two
+    (MaxAndSkipEnv), FIRE after a reset where the game needs it (FireResetEnv), 84x84 grayscale
+    (ResizeObservation, GrayScaleObservation), the last 4 stacked, channels first (FrameStack).
+    Rewards stay raw and a game ends at game over: make_envs adds CleanRL's end of life and reward
+    clipping after RecordEpisodeStatistics. The env id gives the game, sticky actions and action set."""
+    game = gym.spec(env_id).kwargs
+    if video_folder is None:  # all the envs in C++ threads (ale-py's AtariVectorEnv)
+        return ale_py.vector_env.AtariVectorEnv(
+            game["game"], num_envs, repeat_action_probability=game.get("repeat_action_probability", 0.0),
+            full_action_space=game.get("full_action_space", False), max_num_frames_per_episode=game.get(
+                "max_num_frames_per_episode", 108000), frameskip=4, maxpool=True, noop_max=30, img_height=84,
+            img_width=84, grayscale=True, stack_num=4, use_fire_reset=True, episodic_life=False,
+            reward_clipping=False)
+
+    def make_env(i):  # the same, from gymnasium's wrappers around Python envs: env 0 is filmed as a person sees it
+        env = gym.make(env_id, frameskip=1, render_mode="rgb_array" if i == 0 else None)
+        if i == 0:
+            env = gym.wrappers.RecordVideo(env, video_folder)
+        env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
+        if restart_action(env_id) == 1:
+            env = FireOnReset(env)
+        return gym.wrappers.FrameStackObservation(env, 4)
+
+    return gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(num_envs)])
+
+
+class NatureCNN(nn.Module):
+    """The network of CleanRL's ppo_atari.py (Mnih et al., 2015): convolutions of 32 8x8 filters with
+    stride 4, 64 4x4 with stride 2, 64 3x3, then a linear layer of 512, ReLU after each, on pixels
+    scaled to [0, 1]. Images too small for its first layer (MinAtar's 10x10) get MinAtar's own network
+    (Young and Tian, 2019): 16 3x3 filters, then 128. Channels first or last (the smallest axis)."""
+
+    def __init__(self, observation_space: gym.spaces.Box):
+        super().__init__()
+        shape = observation_space.shape
+        self.channels_last = shape[-1] < shape[0]  # (84, 84, 3) or (10, 10, 4), not (4, 84, 84)
+        channels, height, width = (shape[2], shape[0], shape[1]) if self.channels_last else shape
+        self.scale = 1 / 255 if observation_space.dtype == np.uint8 else 1.0
+        if min(height, width) >= 36:  # what 8x8/4, 4x4/2 and 3x3/1 convolutions need
+            convolutions = [layer_init(nn.Conv2d(channels, 32, 8, stride=4)), nn.ReLU(),
+                            layer_init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+                            layer_init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU()]
+            self.out_features = 512
+        else:
+            convolutions = [layer_init(nn.Conv2d(channels, 16, 3, stride=1)), nn.ReLU()]
+            self.out_features = 128
+        self.convolutions = nn.Sequential(*convolutions, nn.Flatten())
+        flat_size = self.convolutions(torch.zeros(1, channels, height, width)).shape[1]  # 64 * 7 * 7 for 84x84
+        self.linear = nn.Sequential(layer_init(nn.Linear(flat_size, self.out_features)), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.linear(self.convolutions(x.float() * self.scale))  # CleanRL: x / 255.0
 
 
 def with_plain_action_space(envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
