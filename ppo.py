@@ -485,7 +485,9 @@ def train(args: Args) -> Agent:
 # Plumbing: what a first reading skips, one concern a section, in this order:
 #   the optimizer           ClippedAdam (torch.optim.Adam + clip_grad_norm_, over one flat vector)
 #   errors                  ConfigError (exit 2), TrainingError (exit 1), TrainingInterrupted (130 / 143)
-#   presets, command line   PRESETS, parse_args, with_preset (Args from Python), probe_env, check_args
+#   presets, command line   PRESETS, parse_args, with_preset (Args from Python), probe_env
+#   Atari and images        make_atari_envs, EndOfLifeAsTermination, NatureCNN (the Agent's trunk for images)
+#   checking the flags      with_plain_action_space, check_args, check_renders
 #   the run                 Run, open_run (checks, joins torchrun, makes or reopens runs/{name}), open_writer
 #   checkpoints, resume     save_checkpoint, load_checkpoint, restore_checkpoint, the env statistics
 #   Ctrl-C and SIGTERM      stop_on_signal (the loop stops), exit_if_stopped (the run exits 130 / 143)
