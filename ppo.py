@@ -802,6 +802,7 @@ def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None)
     Rewards stay raw and a game ends at game over: make_envs adds CleanRL's end of life and reward
     clipping after RecordEpisodeStatistics. The env id gives the game, sticky actions and action set."""
     game = gym.spec(env_id).kwargs
+    fire = restart_action(env_id) == 1  # the game waits for FIRE
     if video_folder is None:  # all the envs in C++ threads (ale-py's AtariVectorEnv)
         return ale_py.vector_env.AtariVectorEnv(
             game["game"], num_envs, repeat_action_probability=game.get("repeat_action_probability", 0.0),
@@ -815,7 +816,7 @@ def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None)
         if i == 0:
             env = gym.wrappers.RecordVideo(env, video_folder)
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
-        if restart_action(env_id) == 1:
+        if fire:
             env = FireOnReset(env)
         return gym.wrappers.FrameStackObservation(env, 4)
 

@@ -264,10 +264,7 @@ def test_flags_given_on_resume_reach_training(in_tmp, loss_inputs):
 
 @pytest.mark.parametrize("env_id", list(ppo.PRESETS))
 def test_a_preset_from_python_is_the_preset_of_the_command_line(env_id):
-    try:
-        from_command_line = ppo.parse_args(["--env-id", env_id, "--preset", "tuned"])
-    except ppo.ConfigError as e:  # an optional extra (MuJoCo, Box2D) that is not installed
-        pytest.skip(str(e))
+    from_command_line = ppo.parse_args(["--env-id", env_id, "--preset", "tuned"])  # extras: requirements-dev.txt
     assert ppo.with_preset(ppo.Args(env_id=env_id, preset="tuned")) == from_command_line
     # a field set in Python wins, as a flag given does
     assert ppo.with_preset(ppo.Args(env_id=env_id, preset="tuned", seed=7, update_epochs=3)) == \

@@ -191,7 +191,9 @@ def test_ppo_raises_the_reward_models_score_within_the_kl_bound(stages):
     assert last_five > first + 1.0  # -0.5 -> 1.3 on this seed
     assert np.mean([h["labeler"] for h in history[-5:]]) > history[0]["labeler"] + 1.0  # the hidden taste too
     assert max(h["kl"] for h in history) < KL_BOUND  # the script's log: 7.1 at most
-    assert 1.0 < kl_to_reference(policy, reference) < KL_BOUND  # it did move
+    measured_kl = kl_to_reference(policy, reference)
+    assert measured_kl > 1.0  # it did move away from the reference ...
+    assert measured_kl < KL_BOUND  # ... and no further than the bound
 
 
 def test_a_large_beta_keeps_the_policy_near_the_reference(stages):
