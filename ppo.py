@@ -122,6 +122,17 @@ class Args:
     clip_action: bool = True
     """Box actions: clip them to the action space's bounds when sending them to the env (they are stored unclipped)"""
 
+    # The agent's networks for vector observations (CleanRL's: two hidden layers of 64, tanh, orthogonal
+    # init, log std 0); rl-baselines3-zoo's MuJoCo settings need the others (PRESETS).
+    hidden_size: int = 64
+    """the width of the actor's and the critic's two hidden layers"""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """the activation after each hidden layer"""
+    ortho_init: bool = True
+    """orthogonal initialization of the actor's and critic's layers; off: torch's default init (SB3's ortho_init=False)"""
+    log_std_init: float = 0.0
+    """Box actions: the initial log std of the Gaussian policy (-2: std 0.14, rl-zoo's MuJoCo setting)"""
+
 
 # ppo_continuous_action.py's defaults where they differ from ppo.py's: a Box env's, for the flags not given.
 BOX_DEFAULTS = dict(total_timesteps=1000000, learning_rate=3e-4, num_envs=1, num_steps=2048, num_minibatches=32,
@@ -168,38 +179,43 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
 
 
 class Agent(nn.Module):
-    def __init__(self, envs: gym.vector.VectorEnv):
+    def __init__(self, envs: gym.vector.VectorEnv, hidden_size: int = 64, activation: str = "tanh",
+                 ortho_init: bool = True, log_std_init: float = 0.0):  # the flags of the same names
         super().__init__()
         obs_shape = envs.single_observation_space.shape
         self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
         # Discrete: one logit per action. Box: the mean of each action dimension.
         n_outputs = envs.single_action_space.shape[0] if self.continuous else int(envs.single_action_space.n)
-        if self.continuous:  # the Gaussian's log std: learned, not a function of the state, 0 at first
-            self.actor_logstd = nn.Parameter(torch.zeros(1, n_outputs))  # (CleanRL's mean net: actor_mean, not actor)
+        if self.continuous:  # the Gaussian's log std: learned, not a function of the state, CleanRL's 0 at first
+            self.actor_logstd = nn.Parameter(torch.full((1, n_outputs), float(log_std_init)))  # (CleanRL's mean net: actor_mean)
         if len(obs_shape) == 3:  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
             self.trunk = NatureCNN(envs.single_observation_space)
             self.critic = layer_init(nn.Linear(self.trunk.out_features, 1), std=1.0)
             self.actor = layer_init(nn.Linear(self.trunk.out_features, n_outputs), std=0.01)
             return
         self.trunk = nn.Identity()  # vectors go to the actor and the critic as they are
-        obs_size = obs_shape[0]
+        obs_size, Activation = obs_shape[0], {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]  # CleanRL: 64, nn.Tanh
         # Separate actor and critic: for small control tasks a shared trunk makes the value loss
         # fight the policy loss for the same features.
         self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_size, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 1), std=1.0),
+            layer_init(nn.Linear(obs_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, 1), std=1.0),
         )
         # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
         self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_size, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, n_outputs), std=0.01),
+            layer_init(nn.Linear(obs_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, n_outputs), std=0.01),
         )
+        if not ortho_init:  # SB3's ortho_init=False: every layer back to torch's default (uniform) init
+            for layer in self.modules():
+                if isinstance(layer, nn.Linear):
+                    layer.reset_parameters()
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(self.trunk(x)).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later
@@ -344,7 +360,7 @@ def train(args: Args) -> Agent:
 
     # env setup
     envs = make_envs(args, num_envs, f"videos/{run.name}" if args.capture_video and run.rank == 0 else None)
-    agent = Agent(envs).to(device)
+    agent = Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init).to(device)
     optimizer = ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
     # = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5), with CleanRL's
     #   nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm) inside its step() (ClippedAdam, below)
@@ -637,10 +653,20 @@ PRESETS = {
     # CleanRL's continuous defaults (normalised observations and rewards), but 4 envs x 512 steps: with one
     # env, 2 seeds of 3 never found the flag and settled on standing still; 4 envs explore 4 ways at once.
     "MountainCarContinuous-v0": dict(total_timesteps=100_000, num_envs=4, num_steps=512),
+    # rl-zoo's (its 5819 on v3): one env x 512 steps, minibatches of 64 reused for 20 epochs, a shorter
+    # horizon, a small constant lr, clip 0.1; 256x256 ReLU networks, torch's init, log std -2 (std 0.14);
+    # SB3's unclipped value loss, and its vf 0.58096 doubled (SB3's value loss has no 0.5 in front).
+    "HalfCheetah-v5": dict(num_steps=512, num_minibatches=8, update_epochs=20, learning_rate=2.0633e-5,
+                           anneal_lr=False, gamma=0.98, gae_lambda=0.92, clip_coef=0.1, ent_coef=0.000401762,
+                           vf_coef=2 * 0.58096, max_grad_norm=0.8, clip_vloss=False, hidden_size=256,
+                           activation="relu", ortho_init=False, log_std_init=-2.0),
     # CleanRL's continuous defaults (BOX_DEFAULTS), which already beat its published v4 figures here.
-    "HalfCheetah-v5": dict(),
     "Hopper-v5": dict(),
-    "Walker2d-v5": dict(),
+    # rl-zoo's (its 3479 on v3), as HalfCheetah's: minibatches of 32, lambda 0.95, gamma 0.99.
+    "Walker2d-v5": dict(num_steps=512, num_minibatches=16, update_epochs=20, learning_rate=5.05041e-5,
+                        anneal_lr=False, gamma=0.99, gae_lambda=0.95, clip_coef=0.1, ent_coef=0.000585045,
+                        vf_coef=2 * 0.871923, max_grad_norm=1.0, clip_vloss=False, hidden_size=256,
+                        activation="relu", ortho_init=False, log_std_init=-2.0),
 }
 
 
@@ -878,13 +904,13 @@ def check_args(args: Args) -> None:
         raise ConfigError(f"--exp-name is too long for a directory name ({len(args.exp_name.encode())} bytes)")
     if args.resume is not None and not args.resume:
         raise ConfigError("--resume needs a run directory or a checkpoint")
-    for name in ["learning_rate", "ent_coef", "vf_coef"]:  # (an infinite --max-grad-norm or --target-kl: no limit)
+    for name in ["learning_rate", "ent_coef", "vf_coef", "log_std_init"]:  # (an infinite --max-grad-norm or --target-kl: no limit)
         if not math.isfinite(getattr(args, name)):
             raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
     if args.capture_video:
         check_renders(args.env_id)
     for name in ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "clip_coef", "max_grad_norm"]:
+                 "clip_coef", "max_grad_norm", "hidden_size"]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ["ent_coef", "vf_coef", "checkpoint_every", "eval_episodes"]:
@@ -971,7 +997,8 @@ class Run:
 
 # Flags a resumed run cannot change: they decide what the agent sees, and the shape and length of the run.
 RESUME_FIXED = ["env_id", "seed", "num_envs", "num_steps", "total_timesteps", "exp_name", "gamma",
-                "norm_obs", "norm_reward", "clip_action", "preset"]
+                "norm_obs", "norm_reward", "clip_action", "preset", "hidden_size", "activation", "ortho_init",
+                "log_std_init"]
 
 
 def open_run(args: Args) -> Run:
@@ -1015,6 +1042,7 @@ def run_directory(args: Args, world_size: int) -> tuple[str, str, bool, dict | N
             checkpoint = load_checkpoint(run_dir)
     if checkpoint is not None:
         saved = checkpoint["args"]
+        saved = {**asdict(Args()), **saved}  # a checkpoint from before a flag existed: its default
         changed = [name for name in RESUME_FIXED if getattr(args, name) != saved[name]]
         if changed:
             flags = ", ".join(f"--{name.replace('_', '-')} (was {saved[name]!r}, now {getattr(args, name)!r})"
@@ -1503,10 +1531,13 @@ def evaluate_saved_model(args: Args) -> Agent:
         state = torch.load(args.model_path, map_location=device, weights_only=True)
         obs_stats = {key[len("obs_rms."):]: state.pop(key).cpu() for key in list(state) if key.startswith("obs_rms.")}
         envs = make_envs(replace(args, norm_obs=False, norm_reward=False), 1)
-        agent = Agent(envs).to(device)
+        agent = Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init).to(device)
         envs.close()
-        agent.load_state_dict(state)
-    except Exception as e:  # missing, truncated, foreign, for another env, or pickled code
+        try:
+            agent.load_state_dict(state)
+        except RuntimeError as e:  # torch lists each layer that does not fit: name the first, and the likely cause
+            raise ValueError(f"{str(e).splitlines()[1].strip()} (trained with other network flags: --hidden-size?)")
+    except Exception as e:  # missing, truncated, foreign, for another env or network, or pickled code
         raise ConfigError(f"cannot load model {args.model_path} for {args.env_id}: {first_line(e)}") from None
     run_name = new_run_dir(replace(args, exp_name=f"{args.exp_name}-eval"))
     writer = SummaryWriter(f"runs/{run_name}")

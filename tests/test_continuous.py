@@ -56,6 +56,41 @@ def test_gaussian_head_matches_torch_distributions():
     torch.testing.assert_close(agent.get_greedy_action(torch.zeros(1, 3))[0], mean)
 
 
+def test_network_flags_shape_the_agent():
+    envs = gym.make_vec("toy_envs:BoxAction-v0", num_envs=1, vectorization_mode="sync")
+    default = ppo.Agent(envs)  # CleanRL's: 64 wide, tanh, log std 0
+    assert default.actor[0].weight.shape == (64, 3) and isinstance(default.critic[3], torch.nn.Tanh)
+    assert default.actor_logstd.tolist() == [[0.0, 0.0]]
+    agent = ppo.Agent(envs, hidden_size=32, activation="relu", log_std_init=-2.0)
+    assert [tuple(p.shape) for p in agent.actor.parameters()] == [(32, 3), (32,), (32, 32), (32,), (2, 32), (2,)]
+    assert [tuple(p.shape) for p in agent.critic.parameters()] == [(32, 3), (32,), (32, 32), (32,), (1, 32), (1,)]
+    assert all(isinstance(net[i], torch.nn.ReLU) for net in (agent.actor, agent.critic) for i in (1, 3))
+    assert agent.actor_logstd.tolist() == [[-2.0, -2.0]]
+    # the first policy's std is exp(-2), whatever the observation
+    sampled = agent.get_action(torch.zeros(20_000, 3)) - agent.actor(torch.zeros(1, 3))
+    torch.testing.assert_close(sampled.std(0), torch.full((2,), math.exp(-2.0)), atol=0.005, rtol=0)
+
+
+def test_ortho_init_off_is_torchs_default_init():
+    envs = gym.make_vec("toy_envs:BoxAction-v0", num_envs=1, vectorization_mode="sync")
+    torch.manual_seed(0)
+    ortho = ppo.Agent(envs)
+    first, last = ortho.actor[0].weight, ortho.actor[4].weight  # (64, 3), (2, 64)
+    # orthogonal init: orthonormal columns (rows for the wide last layer) times the gain, zero biases
+    torch.testing.assert_close(first.T @ first, 2.0 * torch.eye(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(last @ last.T, 1e-4 * torch.eye(2), atol=1e-8, rtol=0)
+    assert all(not p.any() for name, p in ortho.named_parameters() if name.endswith("bias"))
+    torch.manual_seed(0)
+    plain = ppo.Agent(envs, ortho_init=False)
+    # torch's nn.Linear init: weights and biases uniform in +-1/sqrt(fan_in); the last layers not shrunk
+    for net in (plain.actor, plain.critic):
+        for layer in (net[0], net[2], net[4]):
+            bound = 1 / math.sqrt(layer.in_features)
+            assert bound * 0.8 < layer.weight.abs().max() <= bound  # (at least 64 draws)
+            assert 0 < layer.bias.abs().max() <= bound
+    assert plain.actor[4].weight.abs().max() > 0.1  # orthogonal init's std 0.01 would keep it under 0.05
+
+
 def test_actions_are_stored_unclipped_and_sent_clipped(in_tmp, loss_inputs):
     toy_envs.BoxActionEnv.received_actions.clear()
     ppo.train(ppo.Args(env_id="toy_envs:BoxAction-v0", **TINY))
@@ -192,6 +227,46 @@ def test_preset_applies_its_values_and_given_flags_win():
     assert pendulum == ppo.Args(env_id="Pendulum-v1", preset="tuned", **{**ppo.BOX_DEFAULTS, **ppo.PRESETS["Pendulum-v1"]})
     # without --preset, CleanRL's defaults
     assert ppo.parse_args(["--env-id", "CartPole-v1"]) == ppo.Args()
+
+
+def test_network_flags_train_and_reach_the_model_and_its_evaluation(in_tmp):
+    from test_train import run_cli
+
+    flags = ["--env-id", "toy_envs:BoxAction-v0", "--hidden-size", "16", "--activation", "relu", "--no-ortho-init",
+             "--log-std-init", "-1.5", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2",
+             "--total-timesteps", "64", "--save-model"]
+    ppo.train(ppo.parse_args(flags))
+    run_dir = next((in_tmp / "runs").iterdir())
+    model = torch.load(run_dir / "ppo.cleanrl_model", weights_only=True)
+    assert model["actor.2.weight"].shape == model["critic.2.weight"].shape == (16, 16)
+    assert model["actor_logstd"].shape == (1, 2) and model["actor_logstd"].ne(-1.5).all()  # trained from -1.5
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert {k: checkpoint["args"][k] for k in ("hidden_size", "activation", "ortho_init", "log_std_init")} == dict(
+        hidden_size=16, activation="relu", ortho_init=False, log_std_init=-1.5)
+    evaluate = ["--env-id", "toy_envs:BoxAction-v0", "--eval-only", "--eval-episodes", "1", "--model-path",
+                str(run_dir / "ppo.cleanrl_model")]
+    ppo.evaluate_saved_model(ppo.parse_args([*evaluate, "--hidden-size", "16", "--activation", "relu"]))
+    refused = run_cli(*evaluate, cwd=in_tmp)  # 64 wide by default: the weights do not fit
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "size mismatch" in refused.stderr and "--hidden-size" in refused.stderr
+
+
+def test_mujoco_presets_are_rl_zoos_settings():
+    """rl-zoo's hyperparams/ppo.yml for HalfCheetah and Walker2d, in ppo.py's flags (SB3's vf_coef doubled:
+    its value loss is the mean squared error, CleanRL's half of it)."""
+    cheetah = ppo.parse_args(["--env-id", "HalfCheetah-v5", "--preset", "tuned"])
+    assert (cheetah.num_envs, cheetah.num_steps, cheetah.num_steps * cheetah.num_envs // cheetah.num_minibatches,
+            cheetah.update_epochs, cheetah.learning_rate, cheetah.anneal_lr, cheetah.gamma, cheetah.gae_lambda,
+            cheetah.clip_coef, cheetah.ent_coef, cheetah.vf_coef / 2, cheetah.max_grad_norm, cheetah.norm_obs,
+            cheetah.norm_reward) == (1, 512, 64, 20, 2.0633e-5, False, 0.98, 0.92, 0.1, 0.000401762, 0.58096, 0.8,
+                                     True, True)
+    walker = ppo.parse_args(["--env-id", "Walker2d-v5", "--preset", "tuned"])
+    assert (walker.num_steps // walker.num_minibatches, walker.learning_rate, walker.gamma, walker.gae_lambda,
+            walker.ent_coef, walker.vf_coef / 2, walker.max_grad_norm) == (32, 5.05041e-5, 0.99, 0.95, 0.000585045,
+                                                                           0.871923, 1.0)
+    for args in (cheetah, walker):
+        assert (args.hidden_size, args.activation, args.ortho_init, args.log_std_init, args.clip_vloss) == (
+            256, "relu", False, -2.0, False)
 
 
 def test_an_env_without_a_preset_is_one_line(in_tmp):

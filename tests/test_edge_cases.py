@@ -103,13 +103,28 @@ def test_resume_takes_a_flag_given_equal_to_its_default(in_tmp):
 
 @pytest.mark.parametrize("flags, name", [(["--gamma", "0.9"], "gamma"), (["--norm-obs"], "norm-obs"),
                                          (["--norm-reward"], "norm-reward"), (["--no-clip-action"], "clip-action"),
-                                         (["--seed", "2"], "seed")])
+                                         (["--seed", "2"], "seed"), (["--hidden-size", "32"], "hidden-size"),
+                                         (["--activation", "relu"], "activation"), (["--no-ortho-init"], "ortho-init"),
+                                         (["--log-std-init", "-1"], "log-std-init")])
 def test_resume_refuses_flags_that_change_what_the_agent_sees(in_tmp, flags, name):
     run_dir = stopped_half_way(in_tmp)
     before = sorted(p.name for p in run_dir.iterdir())
     with pytest.raises(ppo.ConfigError, match=f"cannot change --{name} \\(was "):
         ppo.train(ppo.parse_args(["--resume", str(run_dir), *flags]))
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_a_checkpoint_from_before_the_network_flags_resumes_with_their_defaults(in_tmp):
+    run_dir = stopped_half_way(in_tmp)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    for name in ["hidden_size", "activation", "ortho_init", "log_std_init"]:
+        del checkpoint["args"][name]
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
+    ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
+    resumed = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert resumed["iteration"] == 4 and resumed["args"]["hidden_size"] == 64
+    with pytest.raises(ppo.ConfigError, match=r"cannot change --hidden-size \(was 64, now 32\)"):
+        ppo.train(ppo.parse_args(["--resume", str(run_dir), "--hidden-size", "32"]))
 
 
 def evaluation_inputs(monkeypatch, model_path, *flags):

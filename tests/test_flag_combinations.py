@@ -139,6 +139,10 @@ FLAGS = {
     "norm_obs": (st.booleans(), st.nothing()),
     "norm_reward": (st.booleans(), st.nothing()),
     "clip_action": (st.booleans(), st.nothing()),
+    "hidden_size": (some(64, 1, 7, 256), some(0, -1)),
+    "activation": (some("tanh", "relu"), st.nothing()),
+    "ortho_init": (st.booleans(), st.nothing()),
+    "log_std_init": (some(0.0, -2.0, 1.0), some(INF, -INF, NAN)),
     "checkpoint_every": (some(0, 1, 2, 25), some(-1, 10**9)),
     "eval_episodes": (some(0, 1, 2), some(-1, 5)),
     "save_model": (st.booleans(), st.nothing()),
@@ -158,7 +162,7 @@ FLAGS = {
     "resume": (some(None), some("nowhere", "runs", ".", "/dev/null", "")),
 }
 POSITIVE = ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-            "clip_coef", "max_grad_norm"]
+            "clip_coef", "max_grad_norm", "hidden_size"]
 NON_NEGATIVE = ["ent_coef", "vf_coef", "checkpoint_every", "eval_episodes"]
 
 
@@ -268,7 +272,7 @@ def refusal(args: dict, env: EnvCase) -> str | None:
 def may_refuse(args: dict, env: EnvCase) -> bool:
     """Flags that ppo.py may refuse, or accept (and then must run): the rules leave them open."""
     return (env.maybe or not 0 <= args["seed"] < 2**32 or args["capture_video"] and env.env_id not in RENDERS
-            or not all(math.isfinite(args[name]) for name in ["learning_rate", "ent_coef", "vf_coef"]))
+            or not all(math.isfinite(args[name]) for name in ["learning_rate", "ent_coef", "vf_coef", "log_std_init"]))
 
 
 def may_diverge(args: dict) -> bool:
@@ -526,7 +530,7 @@ def test_any_run_name_trains_or_is_refused_in_one_line(example_dirs, env, exp_na
 
 # Resume: flags a resumed run cannot change (ppo.RESUME_FIXED, the README's list), and those it can.
 FIXED = ["env_id", "seed", "num_envs", "num_steps", "total_timesteps", "exp_name", "gamma", "norm_obs",
-         "norm_reward", "clip_action", "preset"]
+         "norm_reward", "clip_action", "preset", "hidden_size", "activation", "ortho_init", "log_std_init"]
 SAME = object()  # a fixed flag given on resume with the run's own value
 
 

@@ -56,7 +56,7 @@ def assert_trained(initial, final, untouched=()):
         assert torch.equal(final[name], initial[name]) == (name in untouched), name
 
 
-ACTOR_END = "            layer_init(nn.Linear(64, n_outputs), std=0.01),\n        )\n"  # the end of __init__
+ACTOR_END = "            layer_init(nn.Linear(hidden_size, n_outputs), std=0.01),\n        )\n"  # the actor's end
 
 
 def test_an_unused_layer(in_tmp):
@@ -73,19 +73,19 @@ def test_a_frozen_layer(in_tmp):
 
 
 NETWORKS = """        self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_size, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 1), std=1.0),
+            layer_init(nn.Linear(obs_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, 1), std=1.0),
         )
         # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
         self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_size, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, n_outputs), std=0.01),
+            layer_init(nn.Linear(obs_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, n_outputs), std=0.01),
         )
 """
 
@@ -104,14 +104,14 @@ def test_a_trunk_shared_by_actor_and_critic(in_tmp):
     assert_trained(initial, final)
 
 
-WIDER_CRITIC = NETWORKS.replace("""            layer_init(nn.Linear(obs_size, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 64)),
-            nn.Tanh(),
-            layer_init(nn.Linear(64, 1), std=1.0),""", """            layer_init(nn.Linear(obs_size, 256)),
-            nn.Tanh(),
+WIDER_CRITIC = NETWORKS.replace("""            layer_init(nn.Linear(obs_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, hidden_size)),
+            Activation(),
+            layer_init(nn.Linear(hidden_size, 1), std=1.0),""", """            layer_init(nn.Linear(obs_size, 256)),
+            Activation(),
             layer_init(nn.Linear(256, 256)),
-            nn.Tanh(),
+            Activation(),
             layer_init(nn.Linear(256, 1), std=1.0),""")
 
 
@@ -124,9 +124,9 @@ def test_a_wider_critic(in_tmp):
 
 
 def test_another_activation(in_tmp):
-    ppo = edited_ppo(in_tmp, ("nn.Tanh(),", "nn.ReLU(),"), count=4)
+    ppo = edited_ppo(in_tmp, ("Activation(),", "nn.ELU(),"), count=4)  # (tanh and ReLU: --activation)
     initial, final, _ = train_edited(ppo)
-    assert isinstance(ppo.Agent(ppo.make_envs(ppo.Args(), 1)).actor[1], torch.nn.ReLU)
+    assert isinstance(ppo.Agent(ppo.make_envs(ppo.Args(), 1)).actor[1], torch.nn.ELU)
     assert_trained(initial, final)
 
 
