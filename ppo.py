@@ -502,7 +502,7 @@ def train(args: Args) -> Agent:
 #   the optimizer           ClippedAdam (torch.optim.Adam + clip_grad_norm_, over one flat vector)
 #   errors                  ConfigError (exit 2), TrainingError (exit 1), TrainingInterrupted (130 / 143)
 #   presets, command line   PRESETS, parse_args, with_preset (Args from Python), probe_env
-#   Atari and images        make_atari_envs, EndOfLifeAsTermination, NatureCNN (the Agent's trunk for images)
+#   Atari and images        register_minatar, make_atari_envs, EndOfLifeAsTermination, NatureCNN (the Agent's trunk)
 #   checking the flags      with_plain_action_space, check_args, check_renders
 #   the run                 Run, open_run (checks, joins torchrun, makes or reopens runs/{name}), open_writer
 #   checkpoints, resume     save_checkpoint, load_checkpoint, restore_checkpoint, the env statistics
@@ -728,6 +728,8 @@ def probe_env(env_id: str):
     autoreset mode. Anything wrong is a one-line ConfigError."""
     if ale_py is None and (env_id.startswith("ALE/") or env_id.endswith("NoFrameskip-v4")):
         raise ConfigError(f"{env_id} is an Atari game: pip install -r requirements-atari.txt")
+    if env_id.startswith("MinAtar/") and env_id not in gym.registry:
+        register_minatar(env_id)
     if is_atari(env_id) and gym.spec(env_id).kwargs.get("frameskip") not in (1, 4):
         raise ConfigError(f"{env_id} skips a random number of frames; ppo.py plays Atari as CleanRL does, 4 frames "
                           f"a step: use ALE/<Game>-v5 or <Game>NoFrameskip-v4")
@@ -762,8 +764,9 @@ def probe_env(env_id: str):
     return observation_space, action_space
 
 
-# Atari and images: ale-py's games (registered here when requirements-atari.txt is installed), the env
-# factory make_envs calls for them, CleanRL's end of life, and the CNN the Agent uses for images.
+# Atari and images: ale-py's games (registered here when requirements-atari.txt is installed) and
+# MinAtar's (when asked for), the env factory make_envs calls for Atari, CleanRL's end of life, and
+# the CNN the Agent uses for images.
 
 try:  # Atari (pip install -r requirements-atari.txt): ALE/Breakout-v5, BreakoutNoFrameskip-v4, ...
     import ale_py
@@ -771,6 +774,18 @@ try:  # Atari (pip install -r requirements-atari.txt): ALE/Breakout-v5, Breakout
     gym.register_envs(ale_py)
 except ImportError:
     ale_py = None
+
+
+def register_minatar(env_id: str) -> None:
+    """MinAtar's games (pip install -r requirements-minatar.txt): MinAtar/Breakout-v1 and the others,
+    10x10 images with one channel per kind of object, for the small CNN. Its gym registration is a
+    plugin hook gymnasium 1.x dropped, so it is called here, when a MinAtar id is asked for (importing
+    minatar takes a second)."""
+    if importlib.util.find_spec("minatar") is None:
+        raise ConfigError(f"{env_id} is a MinAtar game: pip install -r requirements-minatar.txt")
+    import minatar.gym
+
+    minatar.gym.register_envs()
 
 
 def is_atari(env_id: str) -> bool:

@@ -1,6 +1,7 @@
 """Atari and image observations: ale-py's vector env with CleanRL's preprocessing, the Nature CNN,
 whole-game raw scores, and the rest of ppo.py (defaults, checkpoints, evaluation, video) on short runs."""
 
+import importlib.util
 import signal
 
 import gymnasium as gym
@@ -147,6 +148,25 @@ def test_atari_needs_its_extra_in_one_line(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ppo.ConfigError, match="skips a random number of frames"):
         ppo.probe_env("Breakout-v4")
+
+
+def test_minatar_trains_on_the_small_cnn_and_logs_its_scores(in_tmp):
+    pytest.importorskip("minatar", reason="pip install -r requirements-minatar.txt")
+    agent = ppo.train(ppo.parse_args(["--env-id", "MinAtar/Breakout-v1", *TINY, "--total-timesteps", "512"]))
+    assert agent.trunk.out_features == 128 and agent.trunk.channels_last and agent.actor.out_features == 3
+    returns = [value for _, value in read_scalars(next((in_tmp / "runs").iterdir()))["charts/episodic_return"]]
+    assert returns and all(value == int(value) >= 0 for value in returns)  # a point a brick, not clipped
+    args = ppo.parse_args(["--env-id", "MinAtar/Breakout-v1"])  # an image env: ppo_atari.py's defaults
+    assert (args.num_envs, args.clip_coef, args.total_timesteps) == (8, 0.1, 10_000_000)
+
+
+def test_minatar_needs_its_extra_in_one_line(monkeypatch):
+    for env_id in [env_id for env_id in gym.registry if env_id.startswith("MinAtar/")]:
+        monkeypatch.delitem(gym.registry, env_id)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "minatar" else find_spec(name, *rest))
+    with pytest.raises(ppo.ConfigError, match=r"^MinAtar/Breakout-v1 is a MinAtar game: pip install -r requirements-minatar.txt$"):
+        ppo.probe_env("MinAtar/Breakout-v1")
 
 
 @pytest.mark.slow
