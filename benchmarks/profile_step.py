@@ -1,6 +1,15 @@
-"""Where a training iteration's time goes: each piece of ppo.py's loop timed alone.
+"""Where a training iteration's time goes: each piece of ppo.py's loop timed alone, or in a real run.
 
     python benchmarks/profile_step.py [--num-envs 4] [--num-steps 128] [--num-minibatches 4] [--threads 1]
+    python benchmarks/profile_step.py --run --env-id Hopper-v4 --total-timesteps 20480   # any ppo.py flags
+
+--run trains with ppo.train (the flags after --run are ppo.py's) and times, inside that run, each
+layer of the env stack (every vector wrapper and, for a sync vector env, every wrapper of its envs:
+time spent in the layer itself, its inner layers subtracted), the rollout's policy (get_action), and
+the update's forward and loss, backward and optimizer step; the rest of train is "other". Each
+timed call costs about a microsecond more, so the shares are close to, not exactly, an untimed run's.
+
+Without --run (CartPole-v1 only):
 
 Prints microseconds per call (median of repeats) for the pieces of one rollout step (env step,
 policy forward, action sampling, host/tensor conversions and buffer writes), for what runs once
@@ -36,7 +45,84 @@ def per_call_us(fn, n, repeats=9):
     return statistics.median(times)
 
 
+def timed(owner, name, totals, key):
+    """Replace owner.name by a wrapper that adds each call's wall seconds to totals[key]."""
+    original = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+
+    setattr(owner, name, wrapper)
+
+
+def env_layers(envs):
+    """(label, env) for each layer of the env stack, outermost first: the vector wrappers, the vector
+    env, then (a sync vector env) the wrappers of its first env down to the env itself."""
+    layers, env = [], envs
+    while True:
+        layers.append((f"vector: {type(env).__name__}", env))
+        if not hasattr(env, "env"):
+            break
+        env = env.env
+    if hasattr(env, "envs"):  # SyncVectorEnv: one chain per env, all timed, labelled by the first's
+        chains = []
+        for sub in env.envs:
+            chain = []
+            while True:
+                chain.append(sub)
+                if not hasattr(sub, "env"):
+                    break
+                sub = sub.env
+            chains.append(chain)
+        for depth, first in enumerate(chains[0]):
+            layers.append((f"in each env: {type(first).__name__}", [chain[depth] for chain in chains]))
+    return layers
+
+
+def profile_run(argv):
+    """Train with ppo.py's flags argv and print where the wall time went."""
+    totals, order = {}, []
+    make_envs = ppo.make_envs
+
+    def make_timed_envs(*args, **kwargs):
+        envs = make_envs(*args, **kwargs)
+        for label, layer in env_layers(envs):
+            order.append(label)
+            for env in layer if isinstance(layer, list) else [layer]:
+                timed(env, "step", totals, label)
+        return envs
+
+    ppo.make_envs = make_timed_envs
+    timed(ppo.Agent, "get_action", totals, "rollout: policy (get_action)")
+    timed(ppo, "ppo_loss", totals, "update: forward and loss")
+    timed(torch.Tensor, "backward", totals, "update: backward")
+    timed(ppo.ClippedAdam, "step", totals, "update: optimizer step")
+    args = ppo.parse_args(["--checkpoint-every", "0", *argv])
+    start = time.perf_counter()
+    ppo.train(args)
+    wall = time.perf_counter() - start
+    inclusive = [totals.get(label, 0.0) for label in order]
+    exclusive = {label: inclusive[i] - (inclusive[i + 1] if i + 1 < len(order) else 0.0) for i, label in enumerate(order)}
+    exclusive[order[-1]] = inclusive[-1]
+    rest = {key: value for key, value in totals.items() if key not in exclusive}
+    print(f"\n{args.env_id}, {args.total_timesteps:,} steps, {args.num_envs} envs x {args.num_steps} steps, "
+          f"{args.num_minibatches} minibatches x {args.update_epochs} epochs: train() {wall:.1f} s wall\n")
+    print("| where | s | share |\n|---|---|---|")
+    rows = [("env step, in all", inclusive[0] if order else 0.0), *exclusive.items(), *rest.items(),
+            ("other (storage, advantages, logging, progress, ...)", wall - (inclusive[0] if order else 0.0)
+             - sum(rest.values()))]
+    for label, seconds in rows:
+        print(f"| {label} | {seconds:.2f} | {seconds / wall:.1%} |")
+
+
 def main():
+    if "--run" in sys.argv:
+        profile_run([arg for arg in sys.argv[1:] if arg != "--run"])
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--num-steps", type=int, default=128)

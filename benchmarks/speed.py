@@ -3,6 +3,9 @@
     python benchmarks/speed.py                     # ppo.py alone: sps, envs, solve (about 5 minutes)
     python benchmarks/speed.py --only peers --cleanrl ../cleanrl/cleanrl/ppo.py \\
         --cleanrl-python ../cleanrl-venv/bin/python --sb3       # beside CleanRL and SB3 (about 15 minutes)
+    python benchmarks/speed.py --only peers --env-id Hopper-v4 --peer-steps 200000 \\
+        --cleanrl ../cleanrl/cleanrl/ppo_continuous_action.py --cleanrl-python ../cleanrl-venv/bin/python \\
+        --before /tmp/ppo_before.py     # the Box path beside CleanRL's continuous script (and an older ppo.py)
 
 Parts (--only picks some; by default all, with peers only when --cleanrl or --sb3 is given):
 - peers: ppo.py, CleanRL's ppo.py (--cleanrl) and Stable-Baselines3's PPO (--sb3, run by
@@ -10,6 +13,8 @@ Parts (--only picks some; by default all, with peers only when --cleanrl or --sb
          128 steps, --peer-steps steps, seed 1), alternating (ours, CleanRL, SB3, ours, ...) for
          --repeats rounds: wall and CPU seconds, medians, the median of the per-round ratios, how
          many cores each used (CPU / wall), time to solve and the final mean return of each run.
+         --env-id runs them on another env (a Box env: ppo.py takes ppo_continuous_action.py's
+         defaults, and --cleanrl names that script); --before adds an earlier ppo.py to the rounds.
          --bare adds benchmarks/bare_loop.py to the rounds: ppo.py's own pieces in its loop with
          nothing around them (no logging, no checks, no checkpoints), the floor of its design.
 - sps:   ppo.py alone, --repeats runs of --steps steps: steps per second and peak memory.
@@ -100,7 +105,11 @@ def median(values):
 def peers(cli, workdir):
     """ppo.py, CleanRL and SB3 at CleanRL's defaults, alternating. Returns the per-trainer results."""
     steps = ["--total-timesteps", str(cli.peer_steps), "--seed", "1"]
+    if cli.env_id != "CartPole-v1":  # (both ppo.py and CleanRL's continuous script default to others)
+        steps += ["--env-id", cli.env_id]
     trainers = {"ppo.py": [sys.executable, str(PPO), *steps, *CPU]}
+    if cli.before:
+        trainers["ppo.py before"] = [sys.executable, str(Path(cli.before).resolve()), *steps, *CPU]
     if cli.bare:
         trainers["ppo.py bare loop"] = [sys.executable, str(BARE), *steps]  # CPU only, like SB3's script
     if cli.cleanrl:
@@ -112,12 +121,13 @@ def peers(cli, workdir):
         for name, command in trainers.items():
             result = run(command, Path(workdir) / name.replace(" ", "_"))
             logged = result["run_dir"] is not None  # the bare loop logs nothing
-            result["solve"] = time_to_solve(result["run_dir"], result["start"]) if logged else float("nan")
+            cartpole = cli.env_id == "CartPole-v1"  # (time to solve: CartPole's 475)
+            result["solve"] = time_to_solve(result["run_dir"], result["start"]) if logged and cartpole else float("nan")
             result["final"] = final_mean(result["run_dir"]) if logged else float("nan")
             results[name].append(result)
             print(f"  round {round_ + 1} {name}: wall {result['wall']:.1f} s, CPU {result['cpu']:.1f} s, "
                   f"solved in {result['solve']:.1f} s, final {result['final']:.1f}", flush=True)
-    print(f"\nCartPole-v1, CleanRL's defaults, {cli.peer_steps:,} steps, seed 1, {cli.repeats} alternating rounds, "
+    print(f"\n{cli.env_id}, CleanRL's defaults, {cli.peer_steps:,} steps, seed 1, {cli.repeats} alternating rounds, "
           f"whole process:\n")
     print("| trainer | wall s (median) | CPU s (median) | cores used | time to solve s (median) | final mean |")
     print("|---|---|---|---|---|---|")
@@ -127,6 +137,10 @@ def peers(cli, workdir):
         print(f"| {name} | {wall:.1f} | {cpu:.1f} | {cpu / wall:.2f} | "
               + " | ".join("-" if np.isnan(x) else f"{x:.1f}" for x in (solve, final)) + " |")
     pairs = [(name, "ppo.py") for name in results if name != "ppo.py"]
+    per_round = [name for name in results if name != "ppo.py"]
+    print(f"\nper round, wall s / CPU s: " + "; ".join(
+        f"{i + 1}: " + ", ".join(f"{name} {results[name][i]['wall']:.1f} / {results[name][i]['cpu']:.1f}"
+                                 for name in ["ppo.py", *per_round]) for i in range(cli.repeats)))
     if cli.bare:  # how far the peers are from the floor of ppo.py's design
         pairs += [(name, "ppo.py bare loop") for name in results if not name.startswith("ppo.py")]
     for name, ours in pairs:
@@ -151,10 +165,15 @@ def main():
     parser.add_argument("--cleanrl-python", default=sys.executable, help="the Python of CleanRL's venv")
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 (pip install stable-baselines3)")
     parser.add_argument("--bare", action="store_true", help="also run benchmarks/bare_loop.py (peers only)")
+    parser.add_argument("--env-id", default="CartPole-v1", help="the env of the peers part: a Box env (Hopper-v4) "
+                        "with --cleanrl pointing at CleanRL's ppo_continuous_action.py")
+    parser.add_argument("--before", help="an earlier ppo.py to add to the peers' rounds (before and after a change)")
     cli = parser.parse_args()
     parts = cli.only or (["peers"] if cli.cleanrl or cli.sb3 else []) + ["sps", "envs", "procs", "solve"]
-    if "peers" in parts and not (cli.cleanrl or cli.sb3 or cli.bare):
-        parser.error("--only peers needs --cleanrl PATH, --sb3 or --bare")
+    if "peers" in parts and not (cli.cleanrl or cli.sb3 or cli.bare or cli.before):
+        parser.error("--only peers needs --cleanrl PATH, --sb3, --bare or --before PATH")
+    if cli.env_id != "CartPole-v1" and (cli.sb3 or cli.bare):
+        parser.error("--sb3 and --bare run CartPole-v1 only")
     workdir = tempfile.mkdtemp(prefix="ppo-speed-")
     print(f"# ppo.py speed, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}\n", flush=True)
 

@@ -69,3 +69,44 @@ def test_compare_prints_wall_and_cpu_ratios(tmp_path):
     (wall_a, wall_b, wall_ratio), (cpu_a, cpu_b, cpu_ratio) = figures["wall"], figures["cpu"]
     assert wall_b - wall_a > 1.5 and wall_ratio < 0.8
     assert abs(cpu_b - cpu_a) < 1.0 and cpu_ratio > 0.6
+
+
+@pytest.mark.slow
+def test_speed_peers_on_a_box_env_with_an_earlier_ppo_py(tmp_path):
+    """--env-id and --before: a Box env at ppo_continuous_action.py's defaults, the earlier ppo.py in the
+    rounds (here ppo.py behind a 2 s sleep), per-round seconds and the ratio against ppo.py."""
+    sleepy = tmp_path / "sleepy_ppo.py"
+    sleepy.write_text(f"import runpy, time\ntime.sleep(2)\n"
+                      f"runpy.run_path({str(BENCHMARKS.parent / 'ppo.py')!r}, run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--only", "peers", "--env-id", "Pendulum-v1",
+                           "--before", str(sleepy), "--peer-steps", "2048", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Pendulum-v1, CleanRL's defaults, 2,048 steps, seed 1, 1 alternating rounds" in proc.stdout
+    rows = {cells[0]: cells[1:] for cells in (
+        [c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines() if line.startswith("| ppo"))}
+    assert set(rows) == {"ppo.py", "ppo.py before"}
+    assert rows["ppo.py"][3] == "-" and float(rows["ppo.py"][4]) < 0  # no time to solve; Pendulum's returns
+    wall = re.search(r"ppo.py before / ppo.py, wall: median of the per-round ratios (\S+)x", proc.stdout)
+    assert wall and float(wall[1]) > 1.0, proc.stdout  # the 2 s sleep
+    assert re.search(r"per round, wall s / CPU s: 1: ppo.py \S+ / \S+, ppo.py before \S+ / \S+", proc.stdout)
+
+
+def test_profile_of_a_real_run_accounts_for_its_wall_time(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "profile_step.py"), "--run", "--env-id", "Pendulum-v1",
+                           "--num-steps", "256", "--num-minibatches", "4", "--update-epochs", "2",
+                           "--total-timesteps", "512"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    wall = float(re.search(r"train\(\) (\S+) s wall", proc.stdout)[1])
+    rows = {cells[0]: (float(cells[1]), float(cells[2].rstrip("%"))) for cells in (
+        [c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
+        if line.startswith("| ") and not line.startswith("| where"))}
+    layers = [name for name in rows if name.startswith(("vector:", "in each env:"))]
+    assert layers[0] == "vector: ClipReward" and layers[-1] == "in each env: PendulumEnv"  # outermost to the env
+    rounding = 0.005 * len(rows)  # each row is rounded to 0.01 s
+    assert sum(rows[name][0] for name in layers) == pytest.approx(rows["env step, in all"][0], abs=rounding)
+    parts = [name for name in rows if name != "env step, in all" and name not in layers]
+    assert parts == ["rollout: policy (get_action)", "update: forward and loss", "update: backward",
+                     "update: optimizer step", "other (storage, advantages, logging, progress, ...)"]
+    total = rows["env step, in all"][0] + sum(rows[name][0] for name in parts)
+    assert total == pytest.approx(wall, abs=rounding) and all(rows[name][0] > 0 for name in parts)
