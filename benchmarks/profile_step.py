@@ -5,9 +5,10 @@
 
 --run trains with ppo.train (the flags after --run are ppo.py's) and times, inside that run, each
 layer of the env stack (every vector wrapper and, for a sync vector env, every wrapper of its envs:
-time spent in the layer itself, its inner layers subtracted), the rollout's policy (get_action), and
-the update's forward and loss, backward and optimizer step; the rest of train is "other". Each
-timed call costs about a microsecond more, so the shares are close to, not exactly, an untimed run's.
+time spent in the layer itself, its inner layers subtracted), the rollout's policy (get_action), the
+batched pass after the rollout (its log-probs and values), and the update's forward and loss,
+backward and optimizer step; the rest of train is "other". Each timed call costs about a
+microsecond more, so the shares are close to, not exactly, an untimed run's.
 
 Without --run (CartPole-v1 only):
 
@@ -45,16 +46,24 @@ def per_call_us(fn, n, repeats=9):
     return statistics.median(times)
 
 
-def timed(owner, name, totals, key):
-    """Replace owner.name by a wrapper that adds each call's wall seconds to totals[key]."""
+ACTIVE = set()  # the keys of the timed calls in progress
+
+
+def timed(owner, name, totals, key, unless=None):
+    """Replace owner.name by a wrapper that adds each call's wall seconds to totals[key], except for
+    calls made inside a timed call of key `unless` (which counts them as its own)."""
     original = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
+        if unless in ACTIVE or key in ACTIVE:
+            return original(*args, **kwargs)
+        ACTIVE.add(key)
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
             totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+            ACTIVE.discard(key)
 
     setattr(owner, name, wrapper)
 
@@ -91,6 +100,7 @@ def profile_run(argv):
     def make_timed_envs(*args, **kwargs):
         envs = make_envs(*args, **kwargs)
         for label, layer in env_layers(envs):
+            label += " (again)" * order.count(label)  # one key a layer: two wrappers of a class are two rows
             order.append(label)
             for env in layer if isinstance(layer, list) else [layer]:
                 timed(env, "step", totals, label)
@@ -98,7 +108,11 @@ def profile_run(argv):
 
     ppo.make_envs = make_timed_envs
     timed(ppo.Agent, "get_action", totals, "rollout: policy (get_action)")
-    timed(ppo, "ppo_loss", totals, "update: forward and loss")
+    loss = "update: forward and loss"
+    batch = "after the rollout: its log-probs and values (get_action_and_value, get_value)"
+    timed(ppo.Agent, "get_action_and_value", totals, batch, unless=loss)
+    timed(ppo.Agent, "get_value", totals, batch, unless=loss)
+    timed(ppo, "ppo_loss", totals, loss)
     timed(torch.Tensor, "backward", totals, "update: backward")
     timed(ppo.ClippedAdam, "step", totals, "update: optimizer step")
     args = ppo.parse_args(["--checkpoint-every", "0", *argv])
@@ -110,13 +124,13 @@ def profile_run(argv):
     exclusive[order[-1]] = inclusive[-1]
     rest = {key: value for key, value in totals.items() if key not in exclusive}
     print(f"\n{args.env_id}, {args.total_timesteps:,} steps, {args.num_envs} envs x {args.num_steps} steps, "
-          f"{args.num_minibatches} minibatches x {args.update_epochs} epochs: train() {wall:.1f} s wall\n")
+          f"{args.num_minibatches} minibatches x {args.update_epochs} epochs: train() {wall:.3f} s wall\n")
     print("| where | s | share |\n|---|---|---|")
     rows = [("env step, in all", inclusive[0] if order else 0.0), *exclusive.items(), *rest.items(),
             ("other (storage, advantages, logging, progress, ...)", wall - (inclusive[0] if order else 0.0)
              - sum(rest.values()))]
     for label, seconds in rows:
-        print(f"| {label} | {seconds:.2f} | {seconds / wall:.1%} |")
+        print(f"| {label} | {seconds:.3f} | {seconds / wall:.1%} |")
 
 
 def main():

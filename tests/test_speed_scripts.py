@@ -74,9 +74,9 @@ def test_compare_prints_wall_and_cpu_ratios(tmp_path):
 @pytest.mark.slow
 def test_speed_peers_on_a_box_env_with_an_earlier_ppo_py(tmp_path):
     """--env-id and --before: a Box env at ppo_continuous_action.py's defaults, the earlier ppo.py in the
-    rounds (here ppo.py behind a 2 s sleep), per-round seconds and the ratio against ppo.py."""
+    rounds (here ppo.py behind a 5 s sleep), per-round seconds and the ratio against ppo.py."""
     sleepy = tmp_path / "sleepy_ppo.py"
-    sleepy.write_text(f"import runpy, time\ntime.sleep(2)\n"
+    sleepy.write_text(f"import runpy, time\ntime.sleep(5)\n"
                       f"runpy.run_path({str(BENCHMARKS.parent / 'ppo.py')!r}, run_name='__main__')\n")
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--only", "peers", "--env-id", "Pendulum-v1",
                            "--before", str(sleepy), "--peer-steps", "2048", "--repeats", "1"],
@@ -88,8 +88,9 @@ def test_speed_peers_on_a_box_env_with_an_earlier_ppo_py(tmp_path):
     assert set(rows) == {"ppo.py", "ppo.py before"}
     assert rows["ppo.py"][3] == "-" and float(rows["ppo.py"][4]) < 0  # no time to solve; Pendulum's returns
     wall = re.search(r"ppo.py before / ppo.py, wall: median of the per-round ratios (\S+)x", proc.stdout)
-    assert wall and float(wall[1]) > 1.0, proc.stdout  # the 2 s sleep
-    assert re.search(r"per round, wall s / CPU s: 1: ppo.py \S+ / \S+, ppo.py before \S+ / \S+", proc.stdout)
+    assert wall and float(wall[1]) > 1.0, proc.stdout
+    seconds = re.search(r"per round, wall s / CPU s: 1: ppo.py (\S+) / \S+, ppo.py before (\S+) / \S+", proc.stdout)
+    assert seconds and float(seconds[2]) - float(seconds[1]) > 3, proc.stdout  # the 5 s sleep
 
 
 def test_profile_of_a_real_run_accounts_for_its_wall_time(tmp_path):
@@ -103,10 +104,14 @@ def test_profile_of_a_real_run_accounts_for_its_wall_time(tmp_path):
         if line.startswith("| ") and not line.startswith("| where"))}
     layers = [name for name in rows if name.startswith(("vector:", "in each env:"))]
     assert layers[0] == "vector: ClipReward" and layers[-1] == "in each env: PendulumEnv"  # outermost to the env
-    rounding = 0.005 * len(rows)  # each row is rounded to 0.01 s
+    rounding = 0.0005 * (len(rows) + 1)  # each figure is rounded to 1 ms
     assert sum(rows[name][0] for name in layers) == pytest.approx(rows["env step, in all"][0], abs=rounding)
     parts = [name for name in rows if name != "env step, in all" and name not in layers]
-    assert parts == ["rollout: policy (get_action)", "update: forward and loss", "update: backward",
+    assert parts == ["rollout: policy (get_action)",
+                     "after the rollout: its log-probs and values (get_action_and_value, get_value)",
+                     "update: forward and loss", "update: backward",
                      "update: optimizer step", "other (storage, advantages, logging, progress, ...)"]
+    # 2 batched passes of 256 samples against 16 minibatches of 64: the loss's own calls are not counted twice
+    assert rows[parts[1]][0] < rows["update: forward and loss"][0] / 3
     total = rows["env step, in all"][0] + sum(rows[name][0] for name in parts)
     assert total == pytest.approx(wall, abs=rounding) and all(rows[name][0] > 0 for name in parts)
