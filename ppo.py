@@ -186,8 +186,8 @@ class Agent(nn.Module):
         self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
         # Discrete: one logit per action. Box: the mean of each action dimension.
         n_outputs = envs.single_action_space.shape[0] if self.continuous else int(envs.single_action_space.n)
-        if self.continuous:  # the Gaussian's log std: learned, not a function of the state, CleanRL's 0 at first
-            self.actor_logstd = nn.Parameter(torch.full((1, n_outputs), float(log_std_init)))  # (CleanRL's mean net: actor_mean)
+        if self.continuous:  # the Gaussian's log std: learned, not a function of the state (CleanRL: zeros)
+            self.actor_logstd = nn.Parameter(torch.full((1, n_outputs), float(log_std_init)))
         if len(obs_shape) == 3:  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
             self.trunk = NatureCNN(envs.single_observation_space)
             self.critic = layer_init(nn.Linear(self.trunk.out_features, 1), std=1.0)
@@ -205,7 +205,7 @@ class Agent(nn.Module):
             layer_init(nn.Linear(hidden_size, 1), std=1.0),
         )
         # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
-        self.actor = nn.Sequential(
+        self.actor = nn.Sequential(  # (CleanRL's continuous script: actor_mean)
             layer_init(nn.Linear(obs_size, hidden_size)),
             Activation(),
             layer_init(nn.Linear(hidden_size, hidden_size)),

@@ -80,7 +80,7 @@ NETWORKS = """        self.critic = nn.Sequential(
             layer_init(nn.Linear(hidden_size, 1), std=1.0),
         )
         # A small last layer (std 0.01) makes the first policy nearly uniform (or centred on 0).
-        self.actor = nn.Sequential(
+        self.actor = nn.Sequential(  # (CleanRL's continuous script: actor_mean)
             layer_init(nn.Linear(obs_size, hidden_size)),
             Activation(),
             layer_init(nn.Linear(hidden_size, hidden_size)),
