@@ -4,8 +4,9 @@
         ppo.py=runs/BreakoutNoFrameskip-v4__ppo__1__1796106890 \\
         "SB3 PPO, rl-zoo's Atari settings"=runs/BreakoutNoFrameskip-v4__sb3_ppo__1__1796106889
 
-Prints, for each run, the mean of the last 100 episodes at a few points and at the end (the
-guide's final score), and plots the running mean of the last 100 episodes against env steps.
+Prints, for each run, the mean of the last 100 episodes at each of --points the run reached (250k,
+500k and 750k steps unless given) and at the end (the guide's final score), and plots the running
+mean of the last 100 episodes against env steps.
 """
 
 import argparse
@@ -30,14 +31,16 @@ def main():
     parser.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
     parser.add_argument("--out", default="curves.png")
     parser.add_argument("--title", default="")
+    parser.add_argument("--points", nargs="+", type=int, default=[250_000, 500_000, 750_000],
+                        help="env steps at which to print the mean of the last 100 episodes")
     cli = parser.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4))
     for run in cli.runs:
         label, run_dir = run.split("=", 1)
         steps, returns = episodes(run_dir)
         last_100 = np.array([returns[max(0, i - 99):i + 1].mean() for i in range(len(returns))])
-        marks = [f"{point // 1000}k: {last_100[steps <= point][-1]:.2f}" for point in (250_000, 500_000, 750_000)
-                 if (steps <= point).any()]
+        marks = [f"{point // 1000:,}k: {last_100[steps <= point][-1]:.2f}" for point in cli.points
+                 if (steps <= point).any() and point <= steps[-1]]  # not past the run's last episode
         print(f"{label}: {len(returns)} episodes to step {steps[-1]:,}; mean of the last 100 at "
               f"{', '.join(marks)}; at the end {last_100[-1]:.2f}")
         ax.plot(steps, last_100, label=label)

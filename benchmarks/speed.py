@@ -14,7 +14,8 @@ Parts (--only picks some; by default all, with peers only when --cleanrl or --sb
          --repeats rounds: wall and CPU seconds, medians, the median of the per-round ratios, how
          many cores each used (CPU / wall), time to solve and the final mean return of each run.
          --env-id runs them on another env (a Box env: ppo.py takes ppo_continuous_action.py's
-         defaults, and --cleanrl names that script); --before adds an earlier ppo.py to the rounds.
+         defaults, and --cleanrl names that script; an Atari game: --cleanrl names ppo_atari.py, and
+         --sb3 runs benchmarks/sb3_atari.py); --before adds an earlier ppo.py to the rounds.
          --bare adds benchmarks/bare_loop.py to the rounds: ppo.py's own pieces in its loop with
          nothing around them (no logging, no checks, no checkpoints), the floor of its design.
 - sps:   ppo.py alone, --repeats runs of --steps steps: steps per second and peak memory.
@@ -50,6 +51,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 ROOT = Path(__file__).resolve().parents[1]
 PPO = ROOT / "ppo.py"
 SB3 = ROOT / "benchmarks" / "sb3_ppo.py"
+SB3_ATARI = ROOT / "benchmarks" / "sb3_atari.py"  # rl-zoo's Atari settings, for an Atari env id
 BARE = ROOT / "benchmarks" / "bare_loop.py"
 # The fast CartPole configuration is its preset (PRESETS in ppo.py): 8 envs x 32 steps, one minibatch
 # reused for 20 epochs, lr 1e-3, gamma 0.98, lambda 0.8, unclipped value loss, 100k steps. Its greedy
@@ -97,6 +99,10 @@ def final_mean(run_dir, last=100):
     return float(np.mean([e.value for e in episodes(run_dir)][-last:]))
 
 
+def is_atari(env_id):
+    return env_id.startswith("ALE/") or "NoFrameskip" in env_id
+
+
 def median(values):
     values = [v for v in values if not np.isnan(v)]
     return statistics.median(values) if values else float("nan")
@@ -115,7 +121,7 @@ def peers(cli, workdir):
     if cli.cleanrl:
         trainers["CleanRL ppo.py"] = [cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), *steps, *CPU]
     if cli.sb3:
-        trainers["SB3 PPO"] = [sys.executable, str(SB3), *steps]
+        trainers["SB3 PPO"] = [sys.executable, str(SB3_ATARI if is_atari(cli.env_id) else SB3), *steps]
     results = {name: [] for name in trainers}
     for round_ in range(cli.repeats):
         for name, command in trainers.items():
@@ -172,8 +178,8 @@ def main():
     parts = cli.only or (["peers"] if cli.cleanrl or cli.sb3 else []) + ["sps", "envs", "procs", "solve"]
     if "peers" in parts and not (cli.cleanrl or cli.sb3 or cli.bare or cli.before):
         parser.error("--only peers needs --cleanrl PATH, --sb3, --bare or --before PATH")
-    if cli.env_id != "CartPole-v1" and (cli.sb3 or cli.bare):
-        parser.error("--sb3 and --bare run CartPole-v1 only")
+    if cli.env_id != "CartPole-v1" and cli.bare or cli.sb3 and not (cli.env_id == "CartPole-v1" or is_atari(cli.env_id)):
+        parser.error("--bare runs CartPole-v1 only, --sb3 CartPole-v1 or an Atari game")
     workdir = tempfile.mkdtemp(prefix="ppo-speed-")
     print(f"# ppo.py speed, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}\n", flush=True)
 

@@ -115,3 +115,40 @@ def test_profile_of_a_real_run_accounts_for_its_wall_time(tmp_path):
     assert rows[parts[1]][0] < rows["update: forward and loss"][0] / 3
     total = rows["env step, in all"][0] + sum(rows[name][0] for name in parts)
     assert total == pytest.approx(wall, abs=rounding) and all(rows[name][0] > 0 for name in parts)
+
+
+def test_curves_prints_the_mean_of_the_last_100_games_at_each_point(tmp_path):
+    """benchmarks/curves.py on two runs written here: 150 episodes of return i at step 2,000 (i + 1),
+    i = 0..149; and a shorter run. The figures docs/atari.md quotes, against the hand-computed means."""
+    from torch.utils.tensorboard import SummaryWriter
+    for name, episodes, scale in (("long", 150, 1.0), ("short", 30, -2.0)):
+        with SummaryWriter(str(tmp_path / name)) as writer:
+            for i in range(episodes):
+                writer.add_scalar("charts/episodic_return", scale * i, 2_000 * (i + 1))
+    out = tmp_path / "curves.png"
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "curves.py"), "--out", str(out),
+                           f"ppo.py={tmp_path / 'long'}", f"short one={tmp_path / 'short'}"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # steps <= 250k: episodes 0..124, the last 100 are 25..124 (mean 74.5); at the end 50..149 (99.5)
+    assert "ppo.py: 150 episodes to step 300,000; mean of the last 100 at 250k: 74.50; at the end 99.50" in proc.stdout
+    # fewer than 100 episodes: the mean of all of them, -2 x 14.5; no point past its last step
+    assert "short one: 30 episodes to step 60,000; mean of the last 100 at ; at the end -29.00" in proc.stdout
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "curves.py"), f"ppo.py={tmp_path / 'long'}", "--out", str(out),
+                           "--points", "20000", "1250000"], capture_output=True, text=True, timeout=120)
+    assert "ppo.py: 150 episodes to step 300,000; mean of the last 100 at 20k: 4.50; at the end 99.50" in proc.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_speed_refuses_peers_that_cannot_run_the_env(tmp_path):
+    """--bare is CartPole's; --sb3 runs CartPole-v1 (sb3_ppo.py) or an Atari game (sb3_atari.py), not a Box env."""
+    for flags in (["--bare", "--env-id", "Pendulum-v1"], ["--sb3", "--env-id", "Pendulum-v1"],
+                  ["--bare", "--env-id", "BreakoutNoFrameskip-v4"]):
+        proc = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--only", "peers", *flags],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2 and "--bare runs CartPole-v1 only, --sb3 CartPole-v1 or an Atari game" in proc.stderr
+    speed = importlib.util.spec_from_file_location("speed", BENCHMARKS / "speed.py")
+    speed_module = importlib.util.module_from_spec(speed)
+    speed.loader.exec_module(speed_module)
+    assert speed_module.is_atari("ALE/Breakout-v5") and speed_module.is_atari("BreakoutNoFrameskip-v4")
+    assert not speed_module.is_atari("Hopper-v5") and not speed_module.is_atari("MinAtar/Breakout-v1")
