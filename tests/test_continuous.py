@@ -312,3 +312,74 @@ def test_normalisation_works_for_discrete_actions_and_resumes(in_tmp, loss_input
     # the statistics went on from the checkpoint's (128 steps, then 128 more), not from scratch
     assert resumed["obs"]["count"] > stats["obs"]["count"] + 100
     assert resumed["return"]["count"] > stats["return"]["count"] + 100
+
+
+def gymnasiums_wrappers(envs, args):
+    """What make_envs stacked before ClipAndNormalize: gymnasium's five vector wrappers, CleanRL's order."""
+    if isinstance(envs.single_action_space, gym.spaces.Box) and args.clip_action:
+        envs = gym.wrappers.vector.ClipAction(envs)
+    if args.norm_obs:
+        envs = gym.wrappers.vector.NormalizeObservation(envs)
+        envs = gym.wrappers.vector.TransformObservation(envs, lambda obs: np.clip(obs, -10, 10), envs.observation_space)
+    if args.norm_reward:
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+        envs = gym.wrappers.vector.ClipReward(envs, -10, 10)
+    return envs
+
+
+@pytest.mark.parametrize("env_id, num_envs, steps, flags", [
+    ("Hopper-v5", 2, 400, {}),  # terminations at different steps in the two envs, actions past the bounds
+    ("Pendulum-v1", 3, 450, dict(gamma=0.9)),  # truncations only (200 steps), obs float32
+    ("Pendulum-v1", 1, 450, dict(norm_obs=False)),  # parts off
+    ("Pendulum-v1", 1, 450, dict(norm_reward=False, clip_action=False)),
+    ("MountainCar-v0", 2, 300, {}),  # Discrete actions: nothing to clip
+])
+def test_clip_and_normalize_computes_what_gymnasiums_wrappers_compute(env_id, num_envs, steps, flags):
+    """Bit for bit, step by step: observations, rewards, flags, and the running statistics at the end."""
+    args = ppo.Args(env_id=env_id, **{**dict(norm_obs=True, norm_reward=True), **flags})  # ppo_continuous_action.py's
+    ours = ppo.make_envs(args, num_envs)
+    theirs = gymnasiums_wrappers(gym.wrappers.vector.RecordEpisodeStatistics(gym.make_vec(env_id, num_envs=num_envs)),
+                                 args)
+    assert ours.single_observation_space == theirs.single_observation_space
+    assert ours.single_action_space == theirs.single_action_space
+    rng = np.random.default_rng(0)
+    obs_ours, _ = ours.reset(seed=7)
+    obs_theirs, _ = theirs.reset(seed=7)
+    np.testing.assert_array_equal(obs_ours, obs_theirs)
+    ends = 0
+    for _ in range(steps):
+        if isinstance(ours.single_action_space, gym.spaces.Box):
+            action = (3 * rng.standard_normal((num_envs,) + ours.single_action_space.shape)).astype(np.float32)
+        else:
+            action = rng.integers(0, ours.single_action_space.n, num_envs)
+        step_ours, step_theirs = ours.step(action.copy()), theirs.step(action.copy())
+        for a, b in zip(step_ours[:4], step_theirs[:4]):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        ends += int((step_ours[2] | step_ours[3]).sum())
+    assert ends >= 2  # the statistics went through episode ends
+    wrapper = ppo.find_wrapper(ours, ppo.ClipAndNormalize)
+    for attr, on in (("obs_rms", args.norm_obs), ("return_rms", args.norm_reward)):
+        if on:
+            rms, theirs_rms = getattr(wrapper, attr), getattr(ppo.find_wrapper(theirs, {
+                "obs_rms": gym.wrappers.vector.NormalizeObservation,
+                "return_rms": gym.wrappers.vector.NormalizeReward}[attr]), attr)
+            np.testing.assert_array_equal(rms.mean, theirs_rms.mean)
+            np.testing.assert_array_equal(rms.var, theirs_rms.var)
+            assert rms.count == theirs_rms.count
+        else:
+            assert getattr(wrapper, attr) is None
+
+
+def test_clip_and_normalize_frozen_statistics_stay_put():
+    envs = ppo.make_envs(ppo.Args(env_id="Pendulum-v1", norm_obs=True, norm_reward=True), 1)
+    envs.reset(seed=1)
+    wrapper = ppo.find_wrapper(envs, ppo.ClipAndNormalize)
+    wrapper.update_running_mean = False
+    before = [(rms.mean.copy(), rms.var.copy(), rms.count) for rms in (wrapper.obs_rms, wrapper.return_rms)]
+    for _ in range(20):
+        envs.step(np.ones((1, 1), dtype=np.float32))
+    for (mean, var, count), rms in zip(before, (wrapper.obs_rms, wrapper.return_rms)):
+        np.testing.assert_array_equal(rms.mean, mean)
+        np.testing.assert_array_equal(rms.var, var)
+        assert rms.count == count

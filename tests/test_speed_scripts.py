@@ -103,7 +103,7 @@ def test_profile_of_a_real_run_accounts_for_its_wall_time(tmp_path):
         [c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines()
         if line.startswith("| ") and not line.startswith("| where"))}
     layers = [name for name in rows if name.startswith(("vector:", "in each env:"))]
-    assert layers[0] == "vector: ClipReward" and layers[-1] == "in each env: PendulumEnv"  # outermost to the env
+    assert layers[0] == "vector: ClipAndNormalize" and layers[-1] == "in each env: PendulumEnv"  # outermost to the env
     rounding = 0.0005 * (len(rows) + 1)  # each figure is rounded to 1 ms
     assert sum(rows[name][0] for name in layers) == pytest.approx(rows["env step, in all"][0], abs=rounding)
     parts = [name for name in rows if name != "env step, in all" and name not in layers]
