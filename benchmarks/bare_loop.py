@@ -1,14 +1,19 @@
 """The floor of ppo.py's design: its own pieces in its own loop, and nothing else.
 
     python benchmarks/bare_loop.py --total-timesteps 500000 --seed 1
+    python benchmarks/bare_loop.py --env-id Hopper-v4 --total-timesteps 200000   # a Box env
 
 make_envs, Agent, ClippedAdam, compute_gae and ppo_loss, imported from ppo.py, run in train()'s
-loop at CleanRL's defaults (CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches), with no
+loop at CleanRL's defaults (CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches; for a Box
+env, ppo_continuous_action.py's: 1 env x 2048 steps, 10 epochs x 32 minibatches), with no
 logging, no episode bookkeeping, no statistics, no finiteness check, no checkpoint, no signal
 handling and no run directory. It computes what `python ppo.py --seed S` computes: the same random
 streams in the same order, so the same weights at the end (tests/test_runner.py checks it). Its
 whole-process time, beside ppo.py's and CleanRL's (`speed.py --only peers --bare`), is what ppo.py
 would take if everything around the algorithm cost nothing.
+
+--env-only steps make_envs' stack alone, as many steps, with random actions and no agent: what any
+trainer stepping these wrappers pays for the env, whatever its policy and its update cost.
 """
 
 import argparse
@@ -24,16 +29,16 @@ import ppo  # noqa: E402
 
 
 def bare_train(args: ppo.Args) -> ppo.Agent:
-    """train()'s algorithm alone: one process, CPU, discrete actions, GAE."""
+    """train()'s algorithm alone: one process, CPU, GAE."""
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     envs = ppo.make_envs(args, args.num_envs)
-    agent = ppo.Agent(envs)
+    agent = ppo.Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init)
     optimizer = ppo.ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
     steps, n = args.num_steps, args.num_envs
     obs = np.zeros((steps, n) + envs.single_observation_space.shape, dtype=np.float32)
-    actions = np.zeros((steps, n), dtype=envs.single_action_space.dtype)
+    actions = np.zeros((steps, n) + envs.single_action_space.shape, dtype=envs.single_action_space.dtype)
     rewards = np.zeros((steps, n), dtype=np.float32)
     terminations, truncations, resets = (np.zeros((steps, n), dtype=bool) for _ in range(3))
     next_obs, _ = envs.reset(seed=args.seed)
@@ -48,7 +53,7 @@ def bare_train(args: ppo.Args) -> ppo.Agent:
                 next_obs, rewards[step], terminations[step], truncations[step], _ = envs.step(action)
                 next_done = terminations[step] | truncations[step]
         b_obs = torch.as_tensor(obs.reshape((-1,) + envs.single_observation_space.shape))
-        b_actions = torch.as_tensor(actions.reshape(-1))
+        b_actions = torch.as_tensor(actions.reshape((-1,) + envs.single_action_space.shape))
         with torch.no_grad():
             _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions)
             next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32)).numpy()
@@ -74,9 +79,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--total-timesteps", type=int, default=500_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--env-id", default="CartPole-v1")
+    parser.add_argument("--env-only", action="store_true", help="step the env stack alone, random actions")
     cli = parser.parse_args()
-    bare_train(ppo.Args(env_id="CartPole-v1", total_timesteps=cli.total_timesteps, seed=cli.seed))
-    print(f"{cli.total_timesteps // 512 * 512:,} steps in {time.time() - start:.1f} s (whole process)")
+    # ppo.py's flags for the env (a Box env's defaults are ppo_continuous_action.py's), as ppo.py reads them
+    args = ppo.parse_args(["--env-id", cli.env_id, "--total-timesteps", str(cli.total_timesteps), "--seed", str(cli.seed)])
+    batch = args.num_envs * args.num_steps
+    if cli.env_only:
+        envs = ppo.make_envs(args, args.num_envs)
+        envs.reset(seed=args.seed)
+        envs.action_space.seed(args.seed)
+        for _ in range(cli.total_timesteps // batch * args.num_steps):
+            envs.step(envs.action_space.sample())
+    else:
+        bare_train(args)
+    print(f"{cli.total_timesteps // batch * batch:,} steps in {time.time() - start:.1f} s (whole process)")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ Parts (--only picks some; by default all, with peers only when --cleanrl or --sb
          defaults, and --cleanrl names that script; an Atari game: --cleanrl names ppo_atari.py, and
          --sb3 runs benchmarks/sb3_atari.py); --before adds an earlier ppo.py to the rounds.
          --bare adds benchmarks/bare_loop.py to the rounds: ppo.py's own pieces in its loop with
-         nothing around them (no logging, no checks, no checkpoints), the floor of its design.
+         nothing around them (no logging, no checks, no checkpoints), the floor of its design;
+         --env-only adds `bare_loop.py --env-only`: the env stack alone, random actions, no agent,
+         what every trainer that steps these wrappers pays.
 - sps:   ppo.py alone, --repeats runs of --steps steps: steps per second and peak memory.
 - envs:  ppo.py with num_envs = 1, 4, 16, 64, 256 (one run each, num_steps 128).
 - procs: ppo.py under torchrun (gloo) with 2 and 4 processes against plain `python ppo.py`, at
@@ -118,6 +120,8 @@ def peers(cli, workdir):
         trainers["ppo.py before"] = [sys.executable, str(Path(cli.before).resolve()), *steps, *CPU]
     if cli.bare:
         trainers["ppo.py bare loop"] = [sys.executable, str(BARE), *steps]  # CPU only, like SB3's script
+    if cli.env_only:
+        trainers["env stack alone"] = [sys.executable, str(BARE), *steps, "--env-only"]
     if cli.cleanrl:
         trainers["CleanRL ppo.py"] = [cli.cleanrl_python, str(Path(cli.cleanrl).resolve()), *steps, *CPU]
     if cli.sb3:
@@ -126,7 +130,7 @@ def peers(cli, workdir):
     for round_ in range(cli.repeats):
         for name, command in trainers.items():
             result = run(command, Path(workdir) / name.replace(" ", "_"))
-            logged = result["run_dir"] is not None  # the bare loop logs nothing
+            logged = result["run_dir"] is not None  # the bare loop (and the env alone) log nothing
             cartpole = cli.env_id == "CartPole-v1"  # (time to solve: CartPole's 475)
             result["solve"] = time_to_solve(result["run_dir"], result["start"]) if logged and cartpole else float("nan")
             result["final"] = final_mean(result["run_dir"]) if logged else float("nan")
@@ -148,7 +152,9 @@ def peers(cli, workdir):
         f"{i + 1}: " + ", ".join(f"{name} {results[name][i]['wall']:.1f} / {results[name][i]['cpu']:.1f}"
                                  for name in ["ppo.py", *per_round]) for i in range(cli.repeats)))
     if cli.bare:  # how far the peers are from the floor of ppo.py's design
-        pairs += [(name, "ppo.py bare loop") for name in results if not name.startswith("ppo.py")]
+        pairs += [(name, "ppo.py bare loop") for name in results if name.startswith(("CleanRL", "SB3"))]
+    if cli.env_only:  # the most any trainer stepping this env stack could gain on the peers
+        pairs += [(name, "env stack alone") for name in results if name.startswith(("CleanRL", "SB3"))]
     for name, ours in pairs:
         for key in ("wall", "cpu"):
             ratios = [peer[key] / mine[key] for peer, mine in zip(results[name], results[ours])]
@@ -171,15 +177,16 @@ def main():
     parser.add_argument("--cleanrl-python", default=sys.executable, help="the Python of CleanRL's venv")
     parser.add_argument("--sb3", action="store_true", help="also run Stable-Baselines3 (pip install stable-baselines3)")
     parser.add_argument("--bare", action="store_true", help="also run benchmarks/bare_loop.py (peers only)")
+    parser.add_argument("--env-only", action="store_true", help="also run bare_loop.py --env-only (peers only)")
     parser.add_argument("--env-id", default="CartPole-v1", help="the env of the peers part: a Box env (Hopper-v4) "
                         "with --cleanrl pointing at CleanRL's ppo_continuous_action.py")
     parser.add_argument("--before", help="an earlier ppo.py to add to the peers' rounds (before and after a change)")
     cli = parser.parse_args()
     parts = cli.only or (["peers"] if cli.cleanrl or cli.sb3 else []) + ["sps", "envs", "procs", "solve"]
-    if "peers" in parts and not (cli.cleanrl or cli.sb3 or cli.bare or cli.before):
-        parser.error("--only peers needs --cleanrl PATH, --sb3, --bare or --before PATH")
-    if cli.env_id != "CartPole-v1" and cli.bare or cli.sb3 and not (cli.env_id == "CartPole-v1" or is_atari(cli.env_id)):
-        parser.error("--bare runs CartPole-v1 only, --sb3 CartPole-v1 or an Atari game")
+    if "peers" in parts and not (cli.cleanrl or cli.sb3 or cli.bare or cli.before or cli.env_only):
+        parser.error("--only peers needs --cleanrl PATH, --sb3, --bare, --env-only or --before PATH")
+    if cli.sb3 and not (cli.env_id == "CartPole-v1" or is_atari(cli.env_id)):
+        parser.error("--sb3 runs CartPole-v1 or an Atari game")
     workdir = tempfile.mkdtemp(prefix="ppo-speed-")
     print(f"# ppo.py speed, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}\n", flush=True)
 

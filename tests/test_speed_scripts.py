@@ -32,6 +32,18 @@ def test_bare_loop_ends_with_ppo_py_weights(in_tmp):
     assert not torch.equal(trained["actor.0.weight"], ppo.Agent(ppo.make_envs(args, 1)).state_dict()["actor.0.weight"])
 
 
+def test_bare_loop_on_a_box_env_ends_with_ppo_py_weights(in_tmp):
+    """The same on a Box env at ppo_continuous_action.py's defaults (observation and reward normalisation,
+    1 env, 10 epochs x 32 minibatches), shortened rollouts."""
+    args = ppo.parse_args(["--env-id", "Pendulum-v1", "--total-timesteps", "768", "--num-steps", "256", "--seed", "3"])
+    assert args.norm_obs and args.norm_reward and args.update_epochs == 10
+    trained = ppo.train(args).state_dict()
+    bare = bare_loop.bare_train(args).state_dict()
+    assert list(bare) == list(trained) and "actor_logstd" in trained
+    for name in trained:
+        assert torch.equal(bare[name], trained[name]), name
+
+
 @pytest.mark.slow
 def test_speed_peers_with_the_bare_loop(tmp_path):
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--only", "peers", "--bare",
@@ -74,19 +86,22 @@ def test_compare_prints_wall_and_cpu_ratios(tmp_path):
 @pytest.mark.slow
 def test_speed_peers_on_a_box_env_with_an_earlier_ppo_py(tmp_path):
     """--env-id and --before: a Box env at ppo_continuous_action.py's defaults, the earlier ppo.py in the
-    rounds (here ppo.py behind a 5 s sleep), per-round seconds and the ratio against ppo.py."""
+    rounds (here ppo.py behind a 5 s sleep), the bare loop and the env stack alone (which log nothing),
+    per-round seconds and the ratio against ppo.py."""
     sleepy = tmp_path / "sleepy_ppo.py"
     sleepy.write_text(f"import runpy, time\ntime.sleep(5)\n"
                       f"runpy.run_path({str(BENCHMARKS.parent / 'ppo.py')!r}, run_name='__main__')\n")
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--only", "peers", "--env-id", "Pendulum-v1",
-                           "--before", str(sleepy), "--peer-steps", "2048", "--repeats", "1"],
+                           "--before", str(sleepy), "--bare", "--env-only", "--peer-steps", "2048", "--repeats", "1"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Pendulum-v1, CleanRL's defaults, 2,048 steps, seed 1, 1 alternating rounds" in proc.stdout
     rows = {cells[0]: cells[1:] for cells in (
         [c.strip() for c in line.strip("|").split("|")] for line in proc.stdout.splitlines() if line.startswith("| ppo"))}
-    assert set(rows) == {"ppo.py", "ppo.py before"}
+    assert set(rows) == {"ppo.py", "ppo.py before", "ppo.py bare loop"}
     assert rows["ppo.py"][3] == "-" and float(rows["ppo.py"][4]) < 0  # no time to solve; Pendulum's returns
+    env_alone = re.search(r"\| env stack alone \| (\S+) \| (\S+) \| \S+ \| - \| - \|", proc.stdout)
+    assert env_alone and 0 < float(env_alone[1]) < float(rows["ppo.py bare loop"][0]), proc.stdout
     wall = re.search(r"ppo.py before / ppo.py, wall: median of the per-round ratios (\S+)x", proc.stdout)
     assert wall and float(wall[1]) > 1.0, proc.stdout
     seconds = re.search(r"per round, wall s / CPU s: 1: ppo.py (\S+) / \S+, ppo.py before (\S+) / \S+", proc.stdout)
@@ -141,12 +156,11 @@ def test_curves_prints_the_mean_of_the_last_100_games_at_each_point(tmp_path):
 
 
 def test_speed_refuses_peers_that_cannot_run_the_env(tmp_path):
-    """--bare is CartPole's; --sb3 runs CartPole-v1 (sb3_ppo.py) or an Atari game (sb3_atari.py), not a Box env."""
-    for flags in (["--bare", "--env-id", "Pendulum-v1"], ["--sb3", "--env-id", "Pendulum-v1"],
-                  ["--bare", "--env-id", "BreakoutNoFrameskip-v4"]):
+    """--sb3 runs CartPole-v1 (sb3_ppo.py) or an Atari game (sb3_atari.py), not a Box env."""
+    for flags in (["--sb3", "--env-id", "Pendulum-v1"], ["--sb3", "--env-id", "MinAtar/Breakout-v1"]):
         proc = subprocess.run([sys.executable, str(BENCHMARKS / "speed.py"), "--only", "peers", *flags],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
-        assert proc.returncode == 2 and "--bare runs CartPole-v1 only, --sb3 CartPole-v1 or an Atari game" in proc.stderr
+        assert proc.returncode == 2 and "--sb3 runs CartPole-v1 or an Atari game" in proc.stderr
     speed = importlib.util.spec_from_file_location("speed", BENCHMARKS / "speed.py")
     speed_module = importlib.util.module_from_spec(speed)
     speed.loader.exec_module(speed_module)
