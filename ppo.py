@@ -902,8 +902,8 @@ class NatureCNN(nn.Module):
 class ClipAndNormalize(gym.vector.VectorWrapper):
     """gymnasium's vector ClipAction, NormalizeObservation (then np.clip to [-10, 10]) and
     NormalizeReward (then np.clip to [-10, 10]) as one layer, each part optional: the same numbers, bit
-    for bit (tests/test_continuous.py steps both), in fewer numpy calls. On Hopper, 1 env, gymnasium's
-    five layers took 140 us a step and this one 91 (docs/speed.md). Its statistics are gymnasium's
+    for bit (tests/test_continuous.py steps both), in fewer numpy calls. In a run on Hopper (1 env),
+    gymnasium's five layers took 259 us a step and this one 154 (docs/speed.md). Its statistics are gymnasium's
     RunningMeanStd (obs_rms, return_rms), updated from the same batch moments; `update_running_mean =
     False` freezes both, as it does each of gymnasium's."""
 
