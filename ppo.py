@@ -963,8 +963,9 @@ def update_running_mean_std(rms, batch: np.ndarray) -> None:
     gymnasium's update_from_moments. np.mean and np.var compute these two with the same operations,
     behind several Python calls each."""
     n = batch.shape[0]
-    centered = batch - batch.sum(0, keepdims=True) / n
-    rms.update_from_moments(batch.sum(0) / n, (centered * centered).sum(0) / n, n)
+    mean = batch.sum(0, keepdims=True) / n  # (1,) + the batch's shape after its first axis
+    centered = batch - mean
+    rms.update_from_moments(mean[0], (centered * centered).sum(0) / n, n)
 
 
 def with_plain_action_space(envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:

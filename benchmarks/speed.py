@@ -50,6 +50,9 @@ from pathlib import Path
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ppo import is_atari  # noqa: E402  (ale-py's registry: an Atari id for sb3_atari.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 PPO = ROOT / "ppo.py"
 SB3 = ROOT / "benchmarks" / "sb3_ppo.py"
@@ -99,10 +102,6 @@ def time_to_solve(run_dir, start, threshold=475.0, window=20):
 
 def final_mean(run_dir, last=100):
     return float(np.mean([e.value for e in episodes(run_dir)][-last:]))
-
-
-def is_atari(env_id):
-    return env_id.startswith("ALE/") or "NoFrameskip" in env_id
 
 
 def median(values):
