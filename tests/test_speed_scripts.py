@@ -65,10 +65,11 @@ def test_speed_peers_with_the_bare_loop(tmp_path):
 
 @pytest.mark.slow
 def test_compare_prints_wall_and_cpu_ratios(tmp_path):
-    """B is ppo.py behind a 2 s sleep: slower on the wall clock, not in CPU time."""
+    """B is ppo.py behind a 5 s sleep: slower on the wall clock, not in CPU time. (On a loaded machine both
+    runs also wait for a core, so the test compares the time each spent off the CPU.)"""
     ppo_py = BENCHMARKS.parent / "ppo.py"
     sleepy = tmp_path / "sleepy_ppo.py"
-    sleepy.write_text(f"import runpy, time\ntime.sleep(2)\nrunpy.run_path({str(ppo_py)!r}, run_name='__main__')\n")
+    sleepy.write_text(f"import runpy, time\ntime.sleep(5)\nrunpy.run_path({str(ppo_py)!r}, run_name='__main__')\n")
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "compare.py"), str(ppo_py), str(sleepy), "--runs", "1",
                            "--", "--total-timesteps", "512"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -79,7 +80,7 @@ def test_compare_prints_wall_and_cpu_ratios(tmp_path):
         figures[key] = a, b, ratio = tuple(map(float, line.groups()))
         assert ratio == pytest.approx(a / b, abs=0.1)  # the seconds are rounded to 0.1
     (wall_a, wall_b, wall_ratio), (cpu_a, cpu_b, cpu_ratio) = figures["wall"], figures["cpu"]
-    assert wall_b - wall_a > 1.5 and wall_ratio < 0.8
+    assert (wall_b - cpu_b) - (wall_a - cpu_a) > 3.0 and wall_ratio < 0.8  # the sleep: off the CPU, on the clock
     assert abs(cpu_b - cpu_a) < 1.0 and cpu_ratio > 0.6
 
 
@@ -127,7 +128,8 @@ def test_profile_of_a_real_run_accounts_for_its_wall_time(tmp_path):
                      "update: forward and loss", "update: backward",
                      "update: optimizer step", "other (storage, advantages, logging, progress, ...)"]
     # 2 batched passes of 256 samples against 16 minibatches of 64: the loss's own calls are not counted twice
-    assert rows[parts[1]][0] < rows["update: forward and loss"][0] / 3
+    # (counted twice, the batched row would hold all of the update's forward passes and exceed their row)
+    assert rows[parts[1]][0] < rows["update: forward and loss"][0] / 2
     total = rows["env step, in all"][0] + sum(rows[name][0] for name in parts)
     assert total == pytest.approx(wall, abs=rounding) and all(rows[name][0] > 0 for name in parts)
 
