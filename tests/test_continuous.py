@@ -262,10 +262,11 @@ def test_the_halfcheetah_preset_is_rl_zoos_settings():
                                      True, True)
     assert (cheetah.hidden_size, cheetah.activation, cheetah.ortho_init, cheetah.log_std_init, cheetah.clip_vloss) == (
         256, "relu", False, -2.0, False)
-    # Hopper and Walker2d: ppo_continuous_action.py's defaults
-    for env_id in ["Hopper-v5", "Walker2d-v5"]:
-        assert ppo.parse_args(["--env-id", env_id, "--preset", "tuned"]) == ppo.Args(
-            env_id=env_id, preset="tuned", **ppo.BOX_DEFAULTS)
+    # Hopper: ppo_continuous_action.py's defaults; Walker2d: the same batch of 2048 from 8 envs x 256 steps
+    assert ppo.parse_args(["--env-id", "Hopper-v5", "--preset", "tuned"]) == ppo.Args(
+        env_id="Hopper-v5", preset="tuned", **ppo.BOX_DEFAULTS)
+    assert ppo.parse_args(["--env-id", "Walker2d-v5", "--preset", "tuned"]) == ppo.Args(
+        env_id="Walker2d-v5", preset="tuned", **{**ppo.BOX_DEFAULTS, "num_envs": 8, "num_steps": 256})
 
 
 def test_an_env_without_a_preset_is_one_line(in_tmp):
