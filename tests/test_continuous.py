@@ -268,6 +268,9 @@ def test_the_halfcheetah_preset_is_rl_zoos_settings_with_three_changes():
         env_id="Hopper-v5", preset="tuned", **ppo.BOX_DEFAULTS)
     assert ppo.parse_args(["--env-id", "Walker2d-v5", "--preset", "tuned"]) == ppo.Args(
         env_id="Walker2d-v5", preset="tuned", **{**ppo.BOX_DEFAULTS, "num_envs": 8, "num_steps": 256})
+    # Ant: Walker2d's, with the first policy's std 0.37 (log std -1) rather than 1
+    assert ppo.parse_args(["--env-id", "Ant-v5", "--preset", "tuned"]) == ppo.Args(
+        env_id="Ant-v5", preset="tuned", **{**ppo.BOX_DEFAULTS, "num_envs": 8, "num_steps": 256, "log_std_init": -1.0})
 
 
 def test_an_env_without_a_preset_is_one_line(in_tmp):
