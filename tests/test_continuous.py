@@ -251,15 +251,15 @@ def test_network_flags_train_and_reach_the_model_and_its_evaluation(in_tmp):
     assert "size mismatch" in refused.stderr and "--hidden-size" in refused.stderr
 
 
-def test_the_halfcheetah_preset_is_rl_zoos_settings_with_three_changes():
+def test_the_halfcheetah_preset_is_rl_zoos_settings_with_four_changes():
     """rl-zoo's hyperparams/ppo.yml for HalfCheetah, in ppo.py's flags (SB3's vf_coef doubled: its value
-    loss is the mean squared error, CleanRL's half of it), but lr 3e-5, gamma 0.99 and log std -1 (rl-zoo:
-    2.0633e-5, 0.98, -2; docs/presets.md says why)."""
+    loss is the mean squared error, CleanRL's half of it), but lr 3e-5, gamma 0.99, lambda 0.95 and log std
+    -1 (rl-zoo: 2.0633e-5, 0.98, 0.92, -2; docs/presets.md says why)."""
     cheetah = ppo.parse_args(["--env-id", "HalfCheetah-v5", "--preset", "tuned"])
     assert (cheetah.num_envs, cheetah.num_steps, cheetah.num_steps * cheetah.num_envs // cheetah.num_minibatches,
             cheetah.update_epochs, cheetah.learning_rate, cheetah.anneal_lr, cheetah.gamma, cheetah.gae_lambda,
             cheetah.clip_coef, cheetah.ent_coef, cheetah.vf_coef / 2, cheetah.max_grad_norm, cheetah.norm_obs,
-            cheetah.norm_reward) == (1, 512, 64, 20, 3e-5, False, 0.99, 0.92, 0.1, 0.000401762, 0.58096, 0.8,
+            cheetah.norm_reward) == (1, 512, 64, 20, 3e-5, False, 0.99, 0.95, 0.1, 0.000401762, 0.58096, 0.8,
                                      True, True)
     assert (cheetah.hidden_size, cheetah.activation, cheetah.ortho_init, cheetah.log_std_init, cheetah.clip_vloss) == (
         256, "relu", False, -1.0, False)
