@@ -501,7 +501,7 @@ def train(args: Args) -> Agent:
 # Plumbing: what a first reading skips, one concern a section, in this order:
 #   the optimizer           ClippedAdam (torch.optim.Adam + clip_grad_norm_, over one flat vector)
 #   errors                  ConfigError (exit 2), TrainingError (exit 1), TrainingInterrupted (130 / 143)
-#   presets, command line   PRESETS, parse_args, with_preset (Args from Python), probe_env
+#   presets, command line   PRESETS, parse_args, with_env_defaults (Args from Python), probe_env
 #   Atari and images        register_minatar, make_atari_envs, EndOfLifeAsTermination, NatureCNN (the Agent's trunk)
 #   continuous control      ClipAndNormalize (gymnasium's action clip and normalisation wrappers, as one layer)
 #   checking the flags      with_plain_action_space, check_args, check_renders
@@ -700,7 +700,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     else:
         defaults = replace(Args(), **preset_values(args.env_id, args.preset))
     args = tyro.cli(Args, args=argv, default=defaults)  # the same flags, over those defaults
-    args.preset_applied = True  # for with_preset: a flag given here wins even where it equals CleanRL's value
+    args.preset_applied = True  # for with_env_defaults: a flag given here wins even where it equals CleanRL's value
     return args
 
 
@@ -716,17 +716,22 @@ def preset_values(env_id: str, preset: str) -> dict:
     return values
 
 
-def with_preset(args: Args) -> Args:
-    """`train(Args(env_id=..., preset="tuned"))` from Python: every field at its Args default takes the
-    preset's value (over BOX_DEFAULTS or IMAGE_DEFAULTS), as every flag not given does on the command
-    line; a field set to another value wins (one set to its default cannot be told from one left
-    alone). Args from parse_args (or without a preset) are returned as they are."""
-    if args.preset != "tuned" or getattr(args, "preset_applied", False):
+def with_env_defaults(args: Args) -> Args:
+    """`train(Args(env_id=...))` from Python gets what the command line gives: every field at its Args
+    default takes the env's value (BOX_DEFAULTS, IMAGE_DEFAULTS, then the preset with preset="tuned"), as
+    every flag not given does on the command line, and one printed line says which. A field set to
+    another value wins; one set to its Args default cannot be told from one left alone (parse_args can:
+    `train(parse_args(["--env-id", "Hopper-v5", "--num-envs", "4"]))`). Args from parse_args, or with
+    resume (the run's own values), are returned as they are."""
+    if getattr(args, "preset_applied", False) or args.resume:
         return args
     defaults = Args()
-    values = preset_values(args.env_id, args.preset)
-    return replace(args, **{name: value for name, value in values.items()
-                            if getattr(args, name) == getattr(defaults, name)})
+    values = {name: value for name, value in preset_values(args.env_id, args.preset).items()
+              if getattr(args, name) == getattr(defaults, name) != value}
+    if values:
+        print(f"{args.env_id}: Args fields left at ppo.py's Discrete defaults take this env's values, as on the "
+              f"command line: {', '.join(f'{name}={value}' for name, value in values.items())}")
+    return replace(args, **values)
 
 
 def probe_env(env_id: str):
@@ -1100,7 +1105,7 @@ def open_run(args: Args) -> Run:
     """Check everything that can be refused (every process, before anything is written), join torchrun's
     processes, then make runs/{run_name} and start wandb (rank 0). With --resume, or after torchrun
     restarted failed workers, reopen the run's own directory and load its checkpoint."""
-    args = with_preset(args)  # Args(preset="tuned") from Python: the preset is applied, as on the command line
+    args = with_env_defaults(args)  # Args from Python: the env's defaults and preset, as on the command line
     check_args(args)
     if args.eval_only:
         raise ConfigError("train() trains; --eval-only is evaluate_saved_model(args), as the command line calls it")

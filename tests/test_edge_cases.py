@@ -280,10 +280,27 @@ def test_flags_given_on_resume_reach_training(in_tmp, loss_inputs):
 @pytest.mark.parametrize("env_id", list(ppo.PRESETS))
 def test_a_preset_from_python_is_the_preset_of_the_command_line(env_id):
     from_command_line = ppo.parse_args(["--env-id", env_id, "--preset", "tuned"])  # extras: requirements-dev.txt
-    assert ppo.with_preset(ppo.Args(env_id=env_id, preset="tuned")) == from_command_line
+    assert ppo.with_env_defaults(ppo.Args(env_id=env_id, preset="tuned")) == from_command_line
     # a field set in Python wins, as a flag given does
-    assert ppo.with_preset(ppo.Args(env_id=env_id, preset="tuned", seed=7, update_epochs=3)) == \
+    assert ppo.with_env_defaults(ppo.Args(env_id=env_id, preset="tuned", seed=7, update_epochs=3)) == \
         ppo.parse_args(["--env-id", env_id, "--preset", "tuned", "--seed", "7", "--update-epochs", "3"])
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "toy_envs:BoxAction-v0", "CartPole-v1", "toy_envs:ImageObs-v0"])
+def test_args_from_python_train_what_the_command_line_trains(env_id, capsys):
+    """train(Args(env_id="Hopper-v5")) once trained a Box env with the Discrete defaults (4 envs x 128
+    steps, 4 epochs, no normalisation) while the command line gave ppo_continuous_action.py's."""
+    assert ppo.with_env_defaults(ppo.Args(env_id=env_id)) == ppo.parse_args(["--env-id", env_id])
+    # a field set in Python wins, and the line printed names what was taken
+    assert ppo.with_env_defaults(ppo.Args(env_id=env_id, num_steps=64, seed=3)) == \
+        ppo.parse_args(["--env-id", env_id, "--num-steps", "64", "--seed", "3"])
+    printed = capsys.readouterr().out
+    if "Box" in env_id or "Pendulum" in env_id:
+        assert "num_envs=1, num_steps=2048" in printed and "norm_obs=True" in printed
+    elif "Image" in env_id:
+        assert "total_timesteps=10000000, num_envs=8, clip_coef=0.1" in printed
+    else:
+        assert printed == ""  # CartPole: nothing to take, nothing said
 
 
 def test_train_from_python_applies_the_preset_it_records(in_tmp, loss_inputs):
