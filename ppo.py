@@ -730,7 +730,7 @@ def with_env_defaults(args: Args) -> Args:
               if getattr(args, name) == getattr(defaults, name) != value}
     if values:
         print(f"{args.env_id}: Args fields left at ppo.py's Discrete defaults take this env's values, as on the "
-              f"command line: {', '.join(f'{name}={value}' for name, value in values.items())}")
+              f"command line: {', '.join(f'{name}={value} (Args: {getattr(defaults, name)})' for name, value in values.items())}")
     return replace(args, **values)
 
 

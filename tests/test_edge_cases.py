@@ -296,9 +296,9 @@ def test_args_from_python_train_what_the_command_line_trains(env_id, capsys):
         ppo.parse_args(["--env-id", env_id, "--num-steps", "64", "--seed", "3"])
     printed = capsys.readouterr().out
     if "Box" in env_id or "Pendulum" in env_id:
-        assert "num_envs=1, num_steps=2048" in printed and "norm_obs=True" in printed
+        assert "num_envs=1 (Args: 4), num_steps=2048 (Args: 128)" in printed and "norm_obs=True (Args: False)" in printed
     elif "Image" in env_id:
-        assert "total_timesteps=10000000, num_envs=8, clip_coef=0.1" in printed
+        assert "num_envs=8 (Args: 4), clip_coef=0.1 (Args: 0.2)" in printed
     else:
         assert printed == ""  # CartPole: nothing to take, nothing said
 

@@ -157,8 +157,9 @@ def test_first_update_of_each_iteration_sees_the_rollout_policy(in_tmp, env_id):
     one minibatch, that minibatch is the one logged. A large learning rate makes every iteration's
     policy differ from the last, so stale or misaligned log-probs would show.
     """
-    ppo.train(ppo.Args(env_id=env_id, num_envs=4, num_steps=64, num_minibatches=1, update_epochs=1,
-                       learning_rate=3e-2, anneal_lr=False, total_timesteps=4 * 64 * 6))
+    ppo.train(ppo.parse_args(["--env-id", env_id, "--num-envs", "4", "--num-steps", "64", "--num-minibatches", "1",
+                              "--update-epochs", "1", "--learning-rate", "3e-2", "--no-anneal-lr",
+                              "--total-timesteps", str(4 * 64 * 6)]))  # parse_args: 4 envs also for Pendulum
     scalars = read_scalars(only_run_dir(in_tmp))
     assert len(scalars["losses/old_approx_kl"]) == 6
     for tag in ("losses/old_approx_kl", "losses/approx_kl", "losses/clipfrac"):
