@@ -744,6 +744,8 @@ def probe_env(env_id: str):
     if is_atari(env_id) and gym.spec(env_id).kwargs.get("frameskip") not in (1, 4):
         raise ConfigError(f"{env_id} skips a random number of frames; ppo.py plays Atari as CleanRL does, 4 frames "
                           f"a step: use ALE/<Game>-v5 or <Game>NoFrameskip-v4")
+    if env_id in gym.registry and str(gym.spec(env_id).entry_point).startswith("gymnasium.envs.mujoco"):
+        quiet_mujoco_settotalmass()  # before the first env of the process compiles its model
     try:
         envs = make_atari_envs(env_id, 1) if is_atari(env_id) else gym.make_vec(env_id, num_envs=1)
     except gym.error.DependencyNotInstalled as e:
@@ -773,6 +775,19 @@ def probe_env(env_id: str):
         raise ConfigError(f"{env_id}'s vector env autoresets in {autoreset_mode.name} mode; the rollout "
                           "needs NEXT_STEP (gymnasium's default)")
     return observation_space, action_space
+
+
+def quiet_mujoco_settotalmass():
+    """MuJoCo 4 warns, on stderr and in ./MUJOCO_LOG.TXT, for every model compiled with the deprecated
+    `settotalmass` (gymnasium's HalfCheetah: one line per env); the mass is still set as before. That
+    one warning is dropped; MuJoCo's others are printed as it prints them."""
+    try:
+        import mujoco
+    except ImportError:  # probe_env's make_vec then names requirements-mujoco.txt
+        return
+    if hasattr(mujoco, "set_mju_user_warning"):
+        mujoco.set_mju_user_warning(lambda message: None if "settotalmass" in message
+                                    else print(f"WARNING: {message}", file=sys.stderr))
 
 
 # Atari and images: ale-py's games (registered here when requirements-atari.txt is installed) and
