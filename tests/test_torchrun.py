@@ -18,12 +18,12 @@ HARNESS = ROOT / "tests" / "torchrun_harness.py"
 pytestmark = pytest.mark.slow
 
 
-def start(flags, cwd, nproc=2, torchrun_flags=("--standalone",)):
+def start(flags, cwd, nproc=2, torchrun_flags=("--standalone",), new_session=False):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
                PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *torchrun_flags, "--nproc-per-node",
                              str(nproc), str(HARNESS), *flags], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=new_session)
 
 
 def finish(proc, timeout=240):
@@ -124,17 +124,23 @@ ITERATIONS = 80
 LONG = ["--num-envs", "8", "--total-timesteps", str(ITERATIONS * 1024), "--checkpoint-every", "2"]
 
 
-def test_sigterm_to_torchrun_stops_every_rank_at_one_iteration(tmp_path):
-    proc = start(LONG, tmp_path)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_torchrun_stops_every_rank_at_one_iteration(tmp_path, signum):
+    """Ctrl-C in a terminal (SIGINT to torchrun's process group) or a scheduler's SIGTERM: torchrun passes
+    it to each worker, which checkpoints at the same iteration and exits 128 + signum, with no traceback
+    of its own. torchrun itself (torch 2.13) then raises its SignalException, for any script: a
+    traceback and exit code 1, which ppo.py cannot change."""
+    proc = start(LONG, tmp_path, new_session=True)
     run_dir = wait_for_checkpoint(tmp_path, 4)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signum)
     code, out = finish(proc)
-    assert code != 0  # torchrun reports the signal itself; its workers exit 143
     rank0, rank1 = ranks(tmp_path)
-    assert rank0["exit_code"] == rank1["exit_code"] == 143, out
+    assert rank0["exit_code"] == rank1["exit_code"] == 128 + signum, out
     assert rank0["iteration"] == rank1["iteration"] == checkpoint_iteration(run_dir)
     assert 4 <= rank0["iteration"] < ITERATIONS
     assert out.count("resume with:") == 1 and f"--resume {run_dir.relative_to(tmp_path)}" in out
+    assert code == 1 and out.count("Traceback") == 1 and f"SignalException: Process {proc.pid} got signal: {signum}" in out
+    assert "gloo" not in out.lower() and "KeyboardInterrupt" not in out
 
     code, out = finish(start(["--resume", str(run_dir)], tmp_path))
     assert code == 0, out
