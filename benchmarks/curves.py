@@ -10,8 +10,12 @@ mean of the last 100 episodes against env steps.
 """
 
 import argparse
+import sys
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError:  # before any work, as ppo.py does for its extras
+    sys.exit("error: benchmarks/curves.py draws its curves with matplotlib: pip install -r requirements-dev.txt")
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402

@@ -26,7 +26,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError:  # before any work, as ppo.py does for its extras
+    sys.exit("error: benchmarks/run.py draws its curves with matplotlib: pip install -r requirements-dev.txt")
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402

@@ -396,6 +396,11 @@ def plot_history(history: list[dict], path: str) -> None:
 
 
 def main(cfg: Config) -> dict:
+    if cfg.plot_path:  # checked before any work, as ppo.py checks its extras
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            sys.exit("error: --plot-path needs matplotlib: pip install -r requirements-dev.txt (or --plot-path None)")
     torch.set_num_threads(1)  # as ppo.py: at these sizes more threads only add synchronisation
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
