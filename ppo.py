@@ -15,18 +15,22 @@ Paper: Schulman et al., "Proximal Policy Optimization Algorithms" (2017).
 Details: Huang et al., "The 37 Implementation Details of Proximal Policy Optimization" (2022).
 """
 
+import ast
 import difflib
 import glob
 import importlib.util
+import inspect
 import math
 import os
 import random
 import signal
 import sys
+import textwrap
 import threading
 import time
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Literal
+import typing
+from dataclasses import asdict, dataclass, fields, make_dataclass, replace
+from typing import Annotated, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -62,13 +66,13 @@ class Args:
     save_model: bool = False
     """whether to save the model into the `runs/{run_name}` folder"""
     checkpoint_every: int = 25
-    """write runs/{run_name}/checkpoint.pt every this many iterations, at the end, and on Ctrl-C or SIGTERM; 0: never"""
+    """write the run's checkpoint.pt every this many iterations, at the end and on Ctrl-C or SIGTERM; 0: never"""
     resume: str | None = None
-    """continue the run of this checkpoint or run directory: flags not given keep its values; those that change what the agent sees or the run's shape and length (its total timesteps included) are refused"""
+    """continue the run in this directory (or checkpoint) with its flags; those that reshape the run are refused"""
     eval_episodes: int = 0
     """after training, evaluate the greedy policy for this many episodes (`eval/episodic_return`)"""
     eval_only: bool = False
-    """do not train: evaluate the model at --model-path for --eval-episodes episodes (observations normalised as it was trained)"""
+    """do not train: evaluate the --model-path model for --eval-episodes episodes (normalised as it was trained)"""
     model_path: str | None = None
     """the saved model (`.cleanrl_model`) that --eval-only evaluates"""
 
@@ -78,7 +82,7 @@ class Args:
     env_id: str = "CartPole-v1"
     """the id of the environment (`module:Env-v0` imports `module` first to register it)"""
     preset: Literal["none", "tuned"] = "none"
-    """tuned: the settings tuned for --env-id (PRESETS in ppo.py) for CartPole-v1, Acrobot-v1, MountainCar-v0, LunarLander-v3, Pendulum-v1, MountainCarContinuous-v0, HalfCheetah-v5, Hopper-v5, Walker2d-v5, Ant-v5; flags given still win"""
+    """tuned: the settings tuned for --env-id (PRESETS in ppo.py; the envs are listed above); flags given win"""
     total_timesteps: int = 500000
     """total timesteps of the experiments (under torchrun, of all processes together) (Box: 1000000) (images: 10000000)"""
     learning_rate: float = 2.5e-4
@@ -104,7 +108,7 @@ class Args:
     clip_coef: float = 0.2
     """the surrogate clipping coefficient (images: 0.1)"""
     clip_vloss: bool = True
-    """Toggles whether or not to use a clipped loss for the value function (from OpenAI baselines' code; the PPO paper has none)"""
+    """Toggles whether or not to use a clipped loss for the value function (baselines' code; not in the PPO paper)"""
     ent_coef: float = 0.01
     """coefficient of the entropy (Box: 0.0)"""
     vf_coef: float = 0.5
@@ -118,7 +122,7 @@ class Args:
     norm_obs: bool = False
     """normalise observations by their running mean and std, then clip them to [-10, 10] (Box: True)"""
     norm_reward: bool = False
-    """divide rewards by the running std of a discounted sum of past rewards (gymnasium's NormalizeReward's sum), then clip them to [-10, 10] (Box: True)"""
+    """divide rewards by the running std of their discounted sum (gymnasium's NormalizeReward), clip to [-10, 10] (Box: True)"""
     clip_action: bool = True
     """Box actions: clip them to the action space's bounds when sending them to the env (they are stored unclipped)"""
 
@@ -501,7 +505,7 @@ def train(args: Args) -> Agent:
 # Plumbing: what a first reading skips, one concern a section, in this order:
 #   the optimizer           ClippedAdam (torch.optim.Adam + clip_grad_norm_, over one flat vector)
 #   errors                  ConfigError (exit 2), TrainingError (exit 1), TrainingInterrupted (130 / 143)
-#   presets, command line   PRESETS, parse_args, with_env_defaults (Args from Python), probe_env
+#   presets, command line   PRESETS, FLAG_GROUPS (--help), parse_args, with_env_defaults (Args from Python), probe_env
 #   Atari and images        register_minatar, make_atari_envs, EndOfLifeAsTermination, NatureCNN (the Agent's trunk)
 #   continuous control      ClipAndNormalize (gymnasium's action clip and normalisation wrappers, as one layer)
 #   checking the flags      with_plain_action_space, check_args, check_renders
@@ -683,6 +687,27 @@ def tuned_preset(env_id: str) -> dict:
     return PRESETS[env_id]
 
 
+# The groups `python ppo.py --help` shows the flags in, each under a line that says what they share.
+# Args itself stays flat, as CleanRL's (args.gamma): read_flags reads the command line through them.
+FLAG_GROUPS = {
+    "run": ("the run's name and seed, its devices, and what it logs",
+            ("exp_name", "seed", "torch_deterministic", "cuda", "backend", "track", "wandb_project_name",
+             "wandb_entity", "capture_video")),
+    "algorithm": (f"CleanRL's ppo.py defaults; for a Box action space a flag not given takes ppo_continuous_action.py's "
+                  f"value, shown as Box: (BOX_DEFAULTS), for images ppo_atari.py's, shown as images: (IMAGE_DEFAULTS). "
+                  f"--preset tuned knows {', '.join(PRESETS)}.",
+                  ("env_id", "preset", "total_timesteps", "learning_rate", "num_envs", "num_steps", "anneal_lr", "gamma",
+                   "gae_lambda", "adv_estimator", "num_minibatches", "update_epochs", "norm_adv", "clip_coef",
+                   "clip_vloss", "ent_coef", "vf_coef", "max_grad_norm", "target_kl")),
+    "continuous-control": ("the continuous-control details of Huang et al. (2022), through gymnasium's wrappers "
+                           "(any action space)", ("norm_obs", "norm_reward", "clip_action")),
+    "networks": ("the actor's and the critic's MLPs for vector observations (images get the Nature CNN instead)",
+                 ("hidden_size", "activation", "ortho_init", "log_std_init")),
+    "checkpoints": ("checkpoints, resume, the saved model and its evaluation",
+                    ("save_model", "checkpoint_every", "resume", "eval_episodes", "eval_only", "model_path")),
+}
+
+
 def parse_args(argv: list[str] | None = None) -> Args:
     """The flags of a command line (sys.argv when None), over the defaults the env or the run gives.
 
@@ -693,15 +718,38 @@ def parse_args(argv: list[str] | None = None) -> Args:
     checkpoint is read here for its flags, and again by open_run for its state.)
     From Python, `parse_args(["--env-id", "Pendulum-v1"])` gives the Args the command line would.
     """
-    args = tyro.cli(Args, args=argv)  # what was asked: which env, which preset, which run to resume
+    args = read_flags(argv, Args())  # what was asked: which env, which preset, which run to resume
     if args.resume:
         saved = load_checkpoint(args.resume)["args"]
         defaults = replace(Args(), **{f.name: saved[f.name] for f in fields(Args) if f.name in saved})
     else:
         defaults = replace(Args(), **preset_values(args.env_id, args.preset))
-    args = tyro.cli(Args, args=argv, default=defaults)  # the same flags, over those defaults
+    args = read_flags(argv, defaults)  # the same flags, over those defaults
     args.preset_applied = True  # for with_env_defaults: a flag given here wins even where it equals CleanRL's value
     return args
+
+
+def read_flags(argv: list[str] | None, defaults: Args) -> Args:
+    """tyro.cli(Args, args=argv, default=defaults), with --help in FLAG_GROUPS' groups: tyro groups the
+    flags of nested dataclasses, so it reads one made of a dataclass per group (each field with Args'
+    type, and its docstring as help), without the groups' prefixes (--gamma, not --algorithm.gamma)."""
+    types, helps = typing.get_type_hints(Args), field_docstrings(Args)
+    groups = {}
+    for name, (description, names) in FLAG_GROUPS.items():
+        group = make_dataclass(name.replace("-", "_"), [(n, Annotated[types[n], tyro.conf.arg(help=helps[n])]) for n in names])
+        group.__doc__ = description
+        groups[name.replace("-", "_")] = group(**{n: getattr(defaults, n) for n in names})
+    Flags = make_dataclass("Flags", [(name, type(group)) for name, group in groups.items()])
+    flags = tyro.cli(Flags, args=argv, default=Flags(**groups), config=(tyro.conf.OmitArgPrefixes,),
+                     description=__doc__.split("\n\n")[0])
+    return Args(**{n: v for name in groups for n, v in asdict(getattr(flags, name)).items()})
+
+
+def field_docstrings(cls) -> dict[str, str]:
+    """Each field's docstring (the string below it in the class body), as tyro reads them for --help."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {line.target.id: " ".join(after.value.value.split()) for line, after in zip(body, body[1:])
+            if isinstance(line, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value.value, str)}
 
 
 def preset_values(env_id: str, preset: str) -> dict:

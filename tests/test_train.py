@@ -1,6 +1,7 @@
 """Whole training runs: the CLI, its outputs, bad input, reproducibility and learning."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -56,6 +57,32 @@ def test_help_documents_every_flag(tmp_path):
         assert "--" + field.replace("_", "-") in result.stdout, field
     assert "Monte-Carlo" in result.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_help_shows_the_flag_groups_and_no_help_runs_past_two_lines(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "ppo.py"), "--help"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, COLUMNS="100"))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0 and max(map(len, lines)) <= 100
+    titles = [re.match(r"╭─ (.*?) ─", line).group(1) for line in lines if line.startswith("╭─ ")]
+    assert titles == ["options", *(f"{group} options" for group in ppo.FLAG_GROUPS)]
+    help_column = next(line.index("show this help") for line in lines if "-h, --help" in line)
+    help_lines, flag = {}, None  # flag -> how many lines its help takes
+    for line in lines:
+        if not line.startswith("│ "):
+            flag = None
+        elif line.startswith("│ --"):
+            flag = line[2:].split()[0].rstrip(",")
+            help_lines[flag] = 0
+        if flag and line[help_column:].strip("│ ") and not line[help_column - 1].strip():  # not the flags' column
+            help_lines[flag] += 1
+    assert sorted(help_lines) == sorted("--" + name.replace("_", "-") for name in ppo.Args.__dataclass_fields__)
+    assert 1 <= min(help_lines.values()) and max(help_lines.values()) <= 2, help_lines
+
+
+def test_every_flag_is_in_one_help_group():
+    grouped = [name for _, names in ppo.FLAG_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(ppo.Args.__dataclass_fields__)
 
 
 BAD_INPUT = [
