@@ -1726,6 +1726,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(e, ConfigError) else 1
     except TrainingInterrupted as e:
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before the training loop, which has nothing to checkpoint yet
+        if process_rank() == 0:
+            print("\nSIGINT: stopped before training began; nothing was trained", file=sys.stderr)
+        return 128 + signal.SIGINT
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

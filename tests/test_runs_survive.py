@@ -285,6 +285,17 @@ def test_second_ctrl_c_quits_at_once_without_breaking_the_checkpoint(tmp_path):
     assert checkpoint["iteration"] >= 3
 
 
+def test_ctrl_c_before_the_training_loop_is_one_line_and_exit_130(in_tmp, monkeypatch, capsys):
+    """Between the flags and the loop (envs made, a torchrun group joined) there is nothing to
+    checkpoint yet: a Ctrl-C there says so in one line and exits 130, as one later does, not a traceback."""
+    def make_envs(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppo, "make_envs", make_envs)
+    assert ppo.main(["--total-timesteps", "512"]) == 130
+    assert capsys.readouterr().err.strip() == "SIGINT: stopped before training began; nothing was trained"
+
+
 def test_a_signal_during_the_stop_all_reduce_is_kept_for_the_next_iteration(monkeypatch):
     """Under torchrun every process all-reduces its stop flag at each iteration's end. A signal whose
     handler runs just after that all-reduce (Python runs handlers when the collective returns) missed
