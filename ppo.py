@@ -230,7 +230,7 @@ class Agent(nn.Module):
         if self.continuous:  # = Normal(actor_out, self.actor_logstd.exp()).sample()
             return actor_out + self.actor_logstd.exp() * torch.randn_like(actor_out)
         # = Categorical(logits=actor_out).sample(), by the Gumbel-max trick: argmax(logits - log E),
-        # E ~ Exponential(1), is a sample from softmax(logits) (README, section 2), in fewer ops.
+        # E ~ Exponential(1), is a sample from softmax(logits) (docs/tutorial.md, section 2), in fewer ops.
         return torch.argmax(actor_out - torch.empty_like(actor_out).exponential_().log(), dim=-1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):

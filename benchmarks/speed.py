@@ -36,7 +36,7 @@ timing job (or tests).
 CleanRL's script is cleanrl/ppo.py of github.com/vwxyzjn/cleanrl (not its PyPI wheel), run in a venv
 of its own: python -m venv cleanrl-venv && cleanrl-venv/bin/pip install "gymnasium==0.29.1"
 "numpy<2" torch==2.13.0 tensorboard tyro, and for its continuous script on MuJoCo "mujoco==2.3.7"
-imageio (README, "Speed").
+imageio (docs/speed.md, "Measure it yourself").
 """
 
 import argparse

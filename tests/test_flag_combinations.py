@@ -10,7 +10,7 @@ For every draw, in an empty directory, ppo.main(argv) returns
   1  only when training diverged ("error: iteration N: ... is not finite"), and only for flags
      that may make it diverge (a learning rate of 1e30, say).
 No exception escapes main, and no run outlasts the time limit. The flags the rules refuse (the
-README's, and check_args's one-line errors) are refused; the others are accepted, except for a few
+docs', and check_args's one-line errors) are refused; the others are accepted, except for a few
 where either is right (a negative seed, say; `may_refuse`).
 
 test_any_run_name_*: the same, for the flags that name the run directory (--exp-name, --seed).
@@ -231,7 +231,7 @@ def fresh_runs(draw, envs=ENVS, odd=True, names=None, env=None):
 
 
 def refusal(args: dict, env: EnvCase) -> str | None:
-    """Why the rules refuse these flags (check_args's one-line errors, the README's), or None."""
+    """Why the rules refuse these flags (check_args's one-line errors, the docs'), or None."""
     if env.box is None:
         return "env"
     if args["resume"] == "":
@@ -528,7 +528,7 @@ def test_any_run_name_trains_or_is_refused_in_one_line(example_dirs, env, exp_na
         check_outcome(run_main(draw.argv), cwd, draw, {})
 
 
-# Resume: flags a resumed run cannot change (ppo.RESUME_FIXED, the README's list), and those it can.
+# Resume: flags a resumed run cannot change (ppo.RESUME_FIXED, docs/checkpoints.md's list), and those it can.
 FIXED = ["env_id", "seed", "num_envs", "num_steps", "total_timesteps", "exp_name", "gamma", "norm_obs",
          "norm_reward", "clip_action", "preset", "hidden_size", "activation", "ortho_init", "log_std_init"]
 SAME = object()  # a fixed flag given on resume with the run's own value

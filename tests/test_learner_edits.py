@@ -1,7 +1,7 @@
 """Edits a learner makes to ppo.py keep training: each test edits the source as a person would, then trains.
 
 The edits are string replacements on ppo.py itself, so a test fails if the line it edits has gone:
-then the edit (and the README that describes it) must be updated together.
+then the edit (and docs/tutorial.md, which describes it) must be updated together.
 """
 
 import importlib.util
@@ -15,7 +15,7 @@ import torch
 from conftest import ROOT, read_scalars
 
 SOURCE = (ROOT / "ppo.py").read_text()
-README = (ROOT / "README.md").read_text()
+TUTORIAL = (ROOT / "docs" / "tutorial.md").read_text()
 # 6 iterations of 4 envs x 32 steps, each 2 epochs of 2 minibatches: 24 optimizer steps
 FLAGS = dict(num_envs=4, num_steps=32, num_minibatches=2, update_epochs=2, total_timesteps=6 * 128,
              learning_rate=1e-2, seed=1)
@@ -130,7 +130,7 @@ def test_another_activation(in_tmp):
     assert_trained(initial, final)
 
 
-# The README's recipe for another optimizer: these two edits, word for word.
+# The tutorial's recipe for another optimizer (section 6): these two edits, word for word.
 OPTIMIZER_LINE = ("    optimizer = ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, "
                   "max_grad_norm=args.max_grad_norm)\n")
 STEP_LINE = "                    optimizer.step()  # = nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm); step()\n"
@@ -139,9 +139,9 @@ CLIP_AND_STEP = ("                    nn.utils.clip_grad_norm_(agent.parameters(
                  "                    optimizer.step()\n")
 
 
-def test_another_optimizer_swapped_in_as_the_readme_says(in_tmp):
+def test_another_optimizer_swapped_in_as_the_tutorial_says(in_tmp):
     for line in (OPTIMIZER_LINE + STEP_LINE + SWAPPED_OPTIMIZER_LINE + CLIP_AND_STEP).splitlines():
-        assert line.strip() in README, line  # the README shows the same edit
+        assert line.strip() in TUTORIAL, line  # the tutorial shows the same edit
     ppo = edited_ppo(in_tmp, (OPTIMIZER_LINE, SWAPPED_OPTIMIZER_LINE), (STEP_LINE, CLIP_AND_STEP))
     initial, final, scalars = train_edited(ppo, checkpoint_every=2)
     assert_trained(initial, final)
