@@ -734,9 +734,13 @@ def read_flags(argv: list[str] | None, defaults: Args) -> Args:
     flags of nested dataclasses, so it reads one made of a dataclass per group (each field with Args'
     type, and its docstring as help), without the groups' prefixes (--gamma, not --algorithm.gamma)."""
     types, helps = typing.get_type_hints(Args), field_docstrings(Args)
+    grouped = {n for _, names in FLAG_GROUPS.values() for n in names}
+    more = tuple(f.name for f in fields(Args) if f.name not in grouped)  # a field you add to Args, say
+    all_groups = dict(FLAG_GROUPS, more=("fields of Args that FLAG_GROUPS does not name", more)) if more else FLAG_GROUPS
     groups = {}
-    for name, (description, names) in FLAG_GROUPS.items():
-        group = make_dataclass(name.replace("-", "_"), [(n, Annotated[types[n], tyro.conf.arg(help=helps[n])]) for n in names])
+    for name, (description, names) in all_groups.items():
+        group = make_dataclass(name.replace("-", "_"), [(n, Annotated[types[n], tyro.conf.arg(help=helps.get(n))])
+                                                        for n in names])
         group.__doc__ = description
         groups[name.replace("-", "_")] = group(**{n: getattr(defaults, n) for n in names})
     Flags = make_dataclass("Flags", [(name, type(group)) for name, group in groups.items()])
@@ -749,7 +753,8 @@ def field_docstrings(cls) -> dict[str, str]:
     """Each field's docstring (the string below it in the class body), as tyro reads them for --help."""
     body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     return {line.target.id: " ".join(after.value.value.split()) for line, after in zip(body, body[1:])
-            if isinstance(line, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value.value, str)}
+            if isinstance(line, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)}
 
 
 def preset_values(env_id: str, preset: str) -> dict:

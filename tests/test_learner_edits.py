@@ -174,3 +174,16 @@ def test_resuming_with_an_edited_agent_is_refused_in_one_line(in_tmp):
         edited.train(edited.parse_args(["--resume", str(run_dir)]))
     assert "\n" not in str(error.value)
     assert {p.name: p.stat().st_mtime for p in run_dir.iterdir()} == before
+
+
+def test_a_flag_added_to_args_is_on_the_command_line_and_in_help(in_tmp, capsys):
+    """A researcher adds a field to Args, as in CleanRL, and reads it as args.my_flag: the flag exists
+    without naming it in FLAG_GROUPS (it shows in --help's last group)."""
+    last_field = '    """Box actions: the initial log std of the Gaussian policy (-2: std 0.14, rl-zoo\'s MuJoCo setting)"""\n'
+    edited = edited_ppo(in_tmp, (last_field, last_field + '    my_flag: int = 3\n    """a flag of my own"""\n'
+                                              '    no_docstring: bool = False\n'))
+    assert edited.parse_args(["--my-flag", "5"]).my_flag == 5
+    assert edited.parse_args([]).my_flag == 3 and edited.parse_args(["--no-docstring"]).no_docstring
+    with pytest.raises(SystemExit):
+        edited.parse_args(["--help"])
+    assert "--my-flag INT" in capsys.readouterr().out
