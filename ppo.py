@@ -736,6 +736,8 @@ def read_flags(argv: list[str] | None, defaults: Args) -> Args:
     types, helps = typing.get_type_hints(Args), field_docstrings(Args)
     grouped = {n for _, names in FLAG_GROUPS.values() for n in names}
     more = tuple(f.name for f in fields(Args) if f.name not in grouped)  # a field you add to Args, say
+    if grouped - set(types):  # a field renamed or removed in Args, not in FLAG_GROUPS
+        raise ConfigError(f"FLAG_GROUPS names {', '.join(sorted(grouped - set(types)))}, which Args has not: edit FLAG_GROUPS")
     all_groups = dict(FLAG_GROUPS, more=("fields of Args that FLAG_GROUPS does not name", more)) if more else FLAG_GROUPS
     groups = {}
     for name, (description, names) in all_groups.items():

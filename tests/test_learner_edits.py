@@ -187,3 +187,9 @@ def test_a_flag_added_to_args_is_on_the_command_line_and_in_help(in_tmp, capsys)
     with pytest.raises(SystemExit):
         edited.parse_args(["--help"])
     assert "--my-flag INT" in capsys.readouterr().out
+
+
+def test_a_field_renamed_in_args_alone_is_one_line(in_tmp):
+    edited = edited_ppo(in_tmp, ("    ent_coef: float = 0.01\n", "    entropy_coef: float = 0.01\n"))
+    with pytest.raises(edited.ConfigError, match=r"^FLAG_GROUPS names ent_coef, which Args has not: edit FLAG_GROUPS$"):
+        edited.parse_args([])
