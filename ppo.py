@@ -741,10 +741,10 @@ def read_flags(argv: list[str] | None, defaults: Args) -> Args:
     all_groups = dict(FLAG_GROUPS, more=("fields of Args that FLAG_GROUPS does not name", more)) if more else FLAG_GROUPS
     groups = {}
     for name, (description, names) in all_groups.items():
-        group = make_dataclass(name.replace("-", "_"), [(n, Annotated[types[n], tyro.conf.arg(help=helps.get(n))])
-                                                        for n in names])
+        name = name.replace("-", "_")  # a field's name; tyro shows it as continuous-control again
+        group = make_dataclass(name, [(n, Annotated[types[n], tyro.conf.arg(help=helps.get(n))]) for n in names])
         group.__doc__ = description
-        groups[name.replace("-", "_")] = group(**{n: getattr(defaults, n) for n in names})
+        groups[name] = group(**{n: getattr(defaults, n) for n in names})
     Flags = make_dataclass("Flags", [(name, type(group)) for name, group in groups.items()])
     flags = tyro.cli(Flags, args=argv, default=Flags(**groups), config=(tyro.conf.OmitArgPrefixes,),
                      description=__doc__.split("\n\n")[0])
