@@ -1,12 +1,12 @@
 """Proximal Policy Optimization (PPO) in one file, for gymnasium 1.x vector envs.
 
-Read it top to bottom: the flags (`Args`), the env factory (`make_envs`) and the agent (`Agent`),
-in the order of CleanRL's ppo.py; then the advantage estimators (`compute_gae`,
-`compute_mc_returns`) and the loss (`ppo_loss`), which CleanRL writes inline in its loop, here as
-functions defined before the loop that calls them; then the training loop (`train`: ROLLOUT,
-ADVANTAGES, UPDATE, LOGGING), which calls them where CleanRL has those lines. That is all of PPO.
-Below `train`, under one banner, sits what a first reading skips (the banner lists it). Where a
-line departs from CleanRL's, a comment beside it says what it stands for.
+Read it top to bottom: the flags (`Args`), the env factory (`make_envs`) and the agent (`Agent`), in
+the order of CleanRL's ppo.py; then the advantage estimators (`compute_gae`, `compute_mc_returns`) and
+the loss (`ppo_loss`), which CleanRL writes inline in its loop, here as functions defined before the
+loop that calls them; then the training loop (`train`: ROLLOUT, ADVANTAGES, UPDATE, LOGGING), which
+calls them where CleanRL has those lines. That is all of PPO. Below `train`, under one banner, sits
+what a first reading skips (the banner lists it). Where a line departs from CleanRL's, a comment
+beside it says what it stands for.
 
     python ppo.py --env-id CartPole-v1
     tensorboard --logdir runs
@@ -42,7 +42,6 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 
-
 @dataclass
 class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
@@ -76,9 +75,8 @@ class Args:
     model_path: str | None = None
     """the saved model (`.cleanrl_model`) that --eval-only evaluates"""
 
-    # Algorithm specific arguments. The defaults are CleanRL's ppo.py; for Box (continuous) action
-    # spaces, a flag not given takes ppo_continuous_action.py's value, shown as "Box:" (BOX_DEFAULTS),
-    # and for image observations ppo_atari.py's, shown as "images:" (IMAGE_DEFAULTS).
+    # Algorithm specific arguments: CleanRL's ppo.py defaults; for Box actions a flag not given takes ppo_continuous_
+    # action.py's value, shown as "Box:" (BOX_DEFAULTS), for images ppo_atari.py's, "images:" (IMAGE_DEFAULTS).
     env_id: str = "CartPole-v1"
     """the id of the environment (`module:Env-v0` imports `module` first to register it)"""
     preset: Literal["none", "tuned"] = "none"
@@ -117,17 +115,18 @@ class Args:
     """the maximum norm for the gradient clipping"""
     target_kl: float | None = None
     """the target KL divergence threshold (stop the update epochs early when exceeded)"""
+    mask_actions: bool = True
+    """Discrete, MultiDiscrete: never take an action the env masks (its info or Dict "action_mask"); off: ignore masks"""
 
     # The continuous-control details of Huang et al., with gymnasium's wrappers (any action space).
     norm_obs: bool = False
-    """normalise observations by their running mean and std, then clip them to [-10, 10] (Box: True)"""
+    """normalise observations (a Dict's float vectors) by their running mean and std, clip them to [-10, 10] (Box: True)"""
     norm_reward: bool = False
     """divide rewards by the running std of their discounted sum (gymnasium's NormalizeReward), clip to [-10, 10] (Box: True)"""
     clip_action: bool = True
     """Box actions: clip them to the action space's bounds when sending them to the env (they are stored unclipped)"""
 
-    # The agent's networks for vector observations (CleanRL's: two hidden layers of 64, tanh, orthogonal
-    # init, log std 0); rl-baselines3-zoo's MuJoCo settings need the others (PRESETS).
+    # The networks for vectors (CleanRL's: 2 hidden layers of 64, tanh, orthogonal init, log std 0); rl-zoo's need others.
     hidden_size: int = 64
     """the width of the actor's and the critic's two hidden layers"""
     activation: Literal["tanh", "relu"] = "tanh"
@@ -149,8 +148,7 @@ def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym
     if is_atari(args.env_id):
         envs = make_atari_envs(args.env_id, num_envs, video_folder)  # CleanRL's Atari wrappers (below the banner)
     elif video_folder is None:
-        # The env's own vector version where it has one (CartPole-v1: all copies in numpy, far cheaper
-        # per step than one Python env per copy), else one Python env per copy ("sync").
+        # the env's own vector version where it has one (CartPole-v1's: all copies in numpy), else a Python env per copy
         envs = gym.make_vec(args.env_id, num_envs=num_envs)
     else:  # as CleanRL's make_env: env 0 records videos
         def make_env(i):
@@ -163,12 +161,10 @@ def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym
     if is_atari(args.env_id):  # after the statistics, which log whole games and their raw scores
         envs = EndOfLifeAsTermination(envs, restart_action(args.env_id))  # CleanRL's EpisodicLifeEnv
         envs = gym.wrappers.vector.TransformReward(envs, np.sign)  # CleanRL's ClipRewardEnv
-    envs = with_plain_action_space(envs)  # Discrete(n) from 0, or a flat Box (below; most envs need nothing)
-    # The continuous-control details: the env gets clipped actions (the agent stores its own), and
-    # observations and rewards normalised, then clipped to [-10, 10]. CleanRL's ClipAction,
-    # NormalizeObservation, TransformObservation(np.clip), NormalizeReward and TransformReward(np.clip),
-    # as one layer that computes what gymnasium's five do, in less time (below the banner). CleanRL
-    # normalises per env; this, as gymnasium's vector wrappers, over all (the same at num_envs=1).
+    envs = with_plain_spaces(envs, args.mask_actions)  # actions from 0, flat; Dict observations flat (below)
+    # The continuous-control details: the env gets clipped actions (the agent stores its own), observations and
+    # rewards normalised, then clipped to [-10, 10]: CleanRL's ClipAction, NormalizeObservation, TransformObservation
+    # (np.clip), NormalizeReward, TransformReward(np.clip), as one layer (below), over all envs (CleanRL: per env).
     clip_action = isinstance(envs.single_action_space, gym.spaces.Box) and args.clip_action
     if clip_action or args.norm_obs or args.norm_reward:
         envs = ClipAndNormalize(envs, clip_action, args.norm_obs, args.norm_reward, gamma=args.gamma)
@@ -186,21 +182,23 @@ class Agent(nn.Module):
     def __init__(self, envs: gym.vector.VectorEnv, hidden_size: int = 64, activation: str = "tanh",
                  ortho_init: bool = True, log_std_init: float = 0.0):  # the flags of the same names
         super().__init__()
-        obs_shape = envs.single_observation_space.shape
-        self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
-        # Discrete: one logit per action. Box: the mean of each action dimension.
-        n_outputs = envs.single_action_space.shape[0] if self.continuous else int(envs.single_action_space.n)
+        obs_space, action_space = envs.single_observation_space, envs.single_action_space
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        self.action_logits = ActionLogits(obs_space, action_space)  # masks; MultiDiscrete's rows (below)
+        # Discrete: one logit per action (MultiDiscrete: per choice, MultiBinary: per bit). Box: the mean of each dimension.
+        n_outputs = action_space.shape[0] if self.continuous else self.action_logits.n_outputs
         if self.continuous:  # the Gaussian's log std: learned, not a function of the state (CleanRL: zeros)
             self.actor_logstd = nn.Parameter(torch.full((1, n_outputs), float(log_std_init)))
-        if len(obs_shape) == 3:  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
-            self.trunk = NatureCNN(envs.single_observation_space)
+        if is_image(obs_space):  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
+            self.trunk = NatureCNN(obs_space)
             self.critic = layer_init(nn.Linear(self.trunk.out_features, 1), std=1.0)
             self.actor = layer_init(nn.Linear(self.trunk.out_features, n_outputs), std=0.01)
             return
-        self.trunk = nn.Identity()  # vectors go to the actor and the critic as they are
-        obs_size, Activation = obs_shape[0], {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]  # CleanRL: 64, nn.Tanh
-        # Separate actor and critic: for small control tasks a shared trunk makes the value loss
-        # fight the policy loss for the same features.
+        # vectors go to the actor and the critic as they are; Discrete, Dict, ...: as features (ObservationEncoder, below)
+        self.trunk = nn.Identity() if isinstance(obs_space, gym.spaces.Box) else ObservationEncoder(obs_space)
+        obs_size = obs_space.shape[0] if isinstance(obs_space, gym.spaces.Box) else self.trunk.out_features
+        Activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]  # CleanRL: 64, nn.Tanh
+        # Separate actor and critic: on small control tasks a shared trunk makes the value and policy losses fight
         self.critic = nn.Sequential(
             layer_init(nn.Linear(obs_size, hidden_size)),
             Activation(),
@@ -229,9 +227,10 @@ class Agent(nn.Module):
         actor_out = self.actor(self.trunk(x))  # (batch, n_actions) logits, or (batch, action_dim) means
         if self.continuous:  # = Normal(actor_out, self.actor_logstd.exp()).sample()
             return actor_out + self.actor_logstd.exp() * torch.randn_like(actor_out)
-        # = Categorical(logits=actor_out).sample(), by the Gumbel-max trick: argmax(logits - log E),
+        # = Categorical(logits=logits).sample(), by the Gumbel-max trick: argmax(logits - log E),
         # E ~ Exponential(1), is a sample from softmax(logits) (docs/tutorial.md, section 2), in fewer ops.
-        return torch.argmax(actor_out - torch.empty_like(actor_out).exponential_().log(), dim=-1)
+        logits = self.action_logits(actor_out, x)
+        return torch.argmax(logits - torch.empty_like(logits).exponential_().log(), dim=-1)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
         """Score the given actions (or sample new ones): (action, log_prob, entropy, value), each (batch,) (Box actions: (batch, action_dim))."""
@@ -240,22 +239,23 @@ class Agent(nn.Module):
         hidden = self.trunk(x)  # images: the CNN's features, computed once for both heads
         actor_out = self.actor(hidden)
         if self.continuous:
-            # = Normal(mean, std).log_prob(action).sum(-1) and .entropy().sum(-1), written out:
-            # action dimensions are independent, so log-probs and entropies add up.
+            # = Normal(mean, std).log_prob(action).sum(-1) and .entropy().sum(-1): independent dimensions add up
             log_std = self.actor_logstd.expand_as(actor_out)
             log_prob = (-0.5 * ((action - actor_out) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
             entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
         else:
-            # = Categorical(logits=actor_out).log_prob(action) and .entropy(), written out (fewer ops)
-            log_probs = F.log_softmax(actor_out, dim=-1)
-            log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            # = Categorical(logits=logits).log_prob(action) and .entropy(), written out (fewer ops)
+            log_probs = F.log_softmax(self.action_logits(actor_out, x), dim=-1)
+            log_prob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)  # (MultiBinary's are int8)
             entropy = -(log_probs.exp() * log_probs).sum(-1)
+            if self.action_logits.per_dimension:  # independent dimensions: log-probs and entropies add up
+                log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
         return action, log_prob, entropy, self.critic(hidden).squeeze(-1)
 
     def get_greedy_action(self, x: torch.Tensor) -> torch.Tensor:
         """The most probable action (the mean, for Box): for evaluation, where exploring only adds noise."""
         actor_out = self.actor(self.trunk(x))
-        return actor_out if self.continuous else actor_out.argmax(-1)
+        return actor_out if self.continuous else self.action_logits(actor_out, x).argmax(-1)
 
 
 def compute_gae(rewards, values, next_value, terminations, truncations, gamma, gae_lambda):
@@ -267,11 +267,10 @@ def compute_gae(rewards, values, next_value, terminations, truncations, gamma, g
         delta_t = r_t + gamma * (1 - terminated_t) * V_{t+1} - V_t
         A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}
 
-    CleanRL's loop, name by name: dones[t] here is its dones[t + 1] (a step's flags are stored with
-    the step that produced them), decays[t] is gamma * gae_lambda * nextnonterminal, last_advantage
-    is lastgaelam. One change: CleanRL's delta multiplies V_{t+1} by nextnonterminal, so a time-limit
-    truncation counts as a termination. Here only a termination has no future; under NEXT_STEP
-    autoreset, V_{t+1} after a truncation is V(final observation), its estimate (Pardo et al., 2018).
+    CleanRL's loop, name by name: dones[t] here is its dones[t + 1] (a step's flags are stored with the step that
+    produced them), decays[t] is gamma * gae_lambda * nextnonterminal, last_advantage is lastgaelam. One change:
+    CleanRL's delta multiplies V_{t+1} by nextnonterminal, so a time-limit truncation counts as a termination.
+    Here only a termination has no future: after a truncation, V_{t+1} is V(final observation), NEXT_STEP's (Pardo 2018).
     """
     terminations, truncations = terminations.astype(np.float32), truncations.astype(np.float32)
     dones = np.maximum(terminations, truncations)
@@ -290,9 +289,8 @@ def compute_mc_returns(rewards, values, next_value, terminations, truncations, g
 
         G_t = r_t + gamma * ((1 - done_t) * G_{t+1} + (1 - terminated_t) * truncated_t * V_{t+1})
 
-    Where the rollout cuts an episode, the return after the last step is next_value; a truncated
-    episode ends with the value of its final observation. A step both terminated and truncated (the
-    pole falls on the time limit's step) is a termination: there is no future.
+    Where the rollout cuts an episode, the return after the last step is next_value; a truncated episode ends with
+    the value of its final observation. Terminated and truncated at once (the pole falls on the time limit's step): no future.
     """
     terminations, truncations = terminations.astype(np.float32), truncations.astype(np.float32)
     dones = np.maximum(terminations, truncations)
@@ -306,10 +304,8 @@ def compute_mc_returns(rewards, values, next_value, terminations, truncations, g
 
 
 def ppo_loss(agent, obs, actions, old_logprobs, old_values, advantages, returns, args):
-    """The clipped-surrogate PPO loss on one minibatch: (loss, dict of detached statistics).
-
-    CleanRL's lines from its update loop, in the same order (mb_advantages is `advantages` here),
-    as a function that tests can check against the formulas."""
+    """The clipped-surrogate PPO loss on one minibatch: (loss, dict of detached statistics). CleanRL's lines
+    from its update loop, in the same order (mb_advantages is `advantages` here), as a function tests check."""
     _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
     logratio = newlogprob - old_logprobs
     ratio = logratio.exp()
@@ -374,9 +370,7 @@ def train(args: Args) -> Agent:
 
     # ALGO Logic: Storage setup, (num_steps, num_envs, ...), in numpy, as the env gives and takes them
     # (CleanRL: torch tensors on the device). The batch goes to the device once, after the rollout.
-    images = len(envs.single_observation_space.shape) == 3 and envs.single_observation_space.dtype == np.uint8
-    obs = np.zeros((args.num_steps, num_envs) + envs.single_observation_space.shape,
-                   dtype=np.uint8 if images else np.float32)  # images stay bytes: 4x less memory
+    obs = observation_storage(envs.single_observation_space, (args.num_steps, num_envs))  # images stay bytes, floats float32
     actions = np.zeros((args.num_steps, num_envs) + envs.single_action_space.shape,
                        dtype=envs.single_action_space.dtype)  # int64 for Discrete: CleanRL's floats needed .long()
     rewards = np.zeros((args.num_steps, num_envs), dtype=np.float32)
@@ -417,7 +411,7 @@ def train(args: Args) -> Agent:
                     obs[step] = next_obs
                     resets[step] = next_done
                     # log-probs and values come after the rollout, batched
-                    action = agent.get_action(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
+                    action = agent.get_action(as_tensor(next_obs, device))  # = torch.as_tensor(next_obs, ...)
                     actions[step] = action = action.cpu().numpy()  # the env takes numpy
 
                     next_obs, reward, terminated, truncated, infos = envs.step(action)
@@ -429,14 +423,14 @@ def train(args: Args) -> Agent:
 
             # The rollout policy's log-probs and values of all its steps, in one call: the weights did
             # not move during the rollout, so these are the numbers CleanRL computes step by step in it.
-            b_obs = torch.as_tensor(obs.reshape((-1,) + envs.single_observation_space.shape), device=device)
+            b_obs = as_tensor(obs, device, flatten_steps=True)  # = torch.as_tensor(obs.reshape((-1,) + shape), ...)
             b_actions = torch.as_tensor(actions.reshape((-1,) + envs.single_action_space.shape), device=device)
             # no_grad, not inference mode: these enter the loss, and an edit that saves one for backward
             # (ratio * old_logprobs, say) would fail on an inference tensor
             with torch.no_grad():
                 _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions)
                 # bootstraps the steps after the rollout
-                next_value = agent.get_value(torch.as_tensor(next_obs, dtype=torch.float32, device=device))
+                next_value = agent.get_value(as_tensor(next_obs, device))
 
             # ADVANTAGES, backwards through the rollout, in numpy (128 tiny steps: cheaper than torch ops)
             values = b_values.cpu().numpy().reshape(args.num_steps, num_envs)
@@ -507,8 +501,9 @@ def train(args: Args) -> Agent:
 #   errors                  ConfigError (exit 2), TrainingError (exit 1), TrainingInterrupted (130 / 143)
 #   presets, command line   PRESETS, FLAG_GROUPS (--help), parse_args, with_env_defaults (Args from Python), probe_env
 #   Atari and images        register_minatar, make_atari_envs, EndOfLifeAsTermination, NatureCNN (the Agent's trunk)
+#   any gymnasium space     with_plain_spaces, PartsObservation, ObservationEncoder, ActionLogits
 #   continuous control      ClipAndNormalize (gymnasium's action clip and normalisation wrappers, as one layer)
-#   checking the flags      with_plain_action_space, check_args, check_renders
+#   checking the flags      check_args, check_renders
 #   the run                 Run, open_run (checks, joins torchrun, makes or reopens runs/{name}), open_writer
 #   checkpoints, resume     save_checkpoint, load_checkpoint, restore_checkpoint, the env statistics
 #   Ctrl-C and SIGTERM      stop_on_signal (the loop stops), exit_if_stopped (the run exits 130 / 143)
@@ -698,7 +693,7 @@ FLAG_GROUPS = {
                   f"--preset tuned knows {', '.join(PRESETS)}.",
                   ("env_id", "preset", "total_timesteps", "learning_rate", "num_envs", "num_steps", "anneal_lr", "gamma",
                    "gae_lambda", "adv_estimator", "num_minibatches", "update_epochs", "norm_adv", "clip_coef",
-                   "clip_vloss", "ent_coef", "vf_coef", "max_grad_norm", "target_kl")),
+                   "clip_vloss", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "mask_actions")),
     "continuous-control": ("the continuous-control details of Huang et al. (2022), through gymnasium's wrappers "
                            "(any action space)", ("norm_obs", "norm_reward", "clip_action")),
     "networks": ("the actor's and the critic's MLPs for vector observations (images get the Nature CNN instead)",
@@ -764,7 +759,7 @@ def preset_values(env_id: str, preset: str) -> dict:
     IMAGE_DEFAULTS for image observations, then the env's PRESETS entry with --preset tuned."""
     observation_space, action_space = probe_env(env_id)
     values = dict(BOX_DEFAULTS) if isinstance(action_space, gym.spaces.Box) else {}
-    if len(observation_space.shape) == 3:
+    if is_image(observation_space):
         values.update(IMAGE_DEFAULTS)
     if preset == "tuned":
         values.update(tuned_preset(env_id))
@@ -817,19 +812,33 @@ def probe_env(env_id: str):
         raise ConfigError(f"env id '{env_id}': cannot import module '{env_id.split(':')[0]}' ({reason})") from None
     observation_space, action_space = envs.single_observation_space, envs.single_action_space
     autoreset_mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
-    envs.close()
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-        raise ConfigError(f"{env_id} has action space {action_space}; this script supports Discrete and Box action spaces")
-    if not (isinstance(observation_space, gym.spaces.Box) and len(observation_space.shape) in (1, 3)):
-        raise ConfigError(f"{env_id} has observation space {observation_space}; the agent takes a Box of rank 1 "
-                          "(a vector, for the MLP) or 3 (an image, for the CNN)")
-    for kind, space in [("observation", observation_space), ("action", action_space)]:
-        if isinstance(space, gym.spaces.Box) and space.shape and int(np.prod(space.shape)) == 0:
-            raise ConfigError(f"{env_id} has {kind} space {space}, of size 0: nothing to see or do")
+    try:
+        check_spaces(env_id, observation_space, action_space)
+        with_plain_spaces(envs, mask_actions=True)  # an action mask of the wrong shape: a ConfigError
+    finally:
+        envs.close()
     if autoreset_mode != gym.vector.AutoresetMode.NEXT_STEP:
         raise ConfigError(f"{env_id}'s vector env autoresets in {autoreset_mode.name} mode; the rollout "
                           "needs NEXT_STEP (gymnasium's default)")
     return observation_space, action_space
+
+
+def check_spaces(env_id: str, observation_space: gym.spaces.Space, action_space: gym.spaces.Space) -> None:
+    """Refuse, in one line, a space the Agent cannot take (with_plain_spaces makes the others plain)."""
+    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary, gym.spaces.Box)):
+        raise ConfigError(f"{env_id} has action space {action_space}; the agent takes Discrete, MultiDiscrete, MultiBinary "
+                          "or Box actions (a Dict or Tuple of them: make it one of these with an ActionWrapper)")
+    for name, part in flat_parts(observation_space).items():
+        where = f"{env_id} has observation space {observation_space}" + (f", whose part {name!r} is" if name else ":")
+        if not isinstance(part, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+            raise ConfigError(f"{where} a {type(part).__name__}, not numbers the agent can take: drop it with a wrapper "
+                              f"(MiniGrid's mission: gymnasium's FilterObservation(env, ['image', 'direction']))")
+        if isinstance(part, gym.spaces.Box) and len(part.shape) > 3:
+            raise ConfigError(f"{where} of rank {len(part.shape)}; the agent takes a vector (rank 1, or a scalar or a "
+                              "table, flattened) or an image (rank 3, for the CNN): fold the other axes into channels")
+    for kind, space in [*[("observation", part) for part in flat_parts(observation_space).values()], ("action", action_space)]:
+        if space.shape and int(np.prod(space.shape)) == 0:
+            raise ConfigError(f"{env_id} has {kind} space {space}, of size 0: nothing to see or do")
 
 
 def quiet_mujoco_settotalmass():
@@ -975,6 +984,224 @@ class NatureCNN(nn.Module):
         return self.linear(self.convolutions(x.float() * self.scale))  # CleanRL: x / 255.0
 
 
+# Any gymnasium space: the observations and actions other than a vector or an image and Discrete or
+# Box, made plain for the Agent (with_plain_spaces, in make_envs), then encoded (ObservationEncoder)
+# and sampled (ActionLogits) by it. None of this runs for CartPole, Hopper or Breakout.
+
+def is_image(space: gym.spaces.Space) -> bool:
+    """A Box of rank 3 is an image, (H, W, C) or (C, H, W): the CNN's, not the MLP's."""
+    return isinstance(space, gym.spaces.Box) and len(space.shape) == 3
+
+
+def flat_parts(tree, prefix: str = "") -> dict:
+    """The leaves of a Dict or Tuple, nested or not (spaces, or the observations they give), by path:
+    {"camera": ..., "arm/joints": ..., "1/0": ...}; anything else is one leaf, named prefix."""
+    if isinstance(tree, (dict, gym.spaces.Dict)):
+        items = tree.items()
+    elif isinstance(tree, (tuple, gym.spaces.Tuple)):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    parts = {}
+    for key, subtree in items:
+        parts.update(flat_parts(subtree, f"{prefix}/{key}" if prefix else str(key)))
+    return parts
+
+
+class ObservationParts(dict):
+    """A Dict observation, or a batch or a rollout of them: {part name: array or tensor}, indexed like
+    one array (obs[step] = next_obs, b_obs[mb_inds]), each part alike."""
+
+    def __getitem__(self, index):
+        if isinstance(index, str):
+            return super().__getitem__(index)
+        return ObservationParts({name: part[index] for name, part in self.items()})
+
+    def __setitem__(self, index, value):
+        if isinstance(index, str):
+            return super().__setitem__(index, value)
+        for name, part in self.items():
+            part[index] = value[name]
+
+
+def observation_storage(space: gym.spaces.Space, batch_shape: tuple):
+    """Zeros for a rollout of observations, batch_shape + each part's shape, in the part's own dtype (images
+    bytes, Discrete parts integers) but floats, which are float32 (what the networks take): an array, or
+    ObservationParts of arrays for a Dict."""
+    if isinstance(space, gym.spaces.Dict):
+        return ObservationParts({name: observation_storage(part, batch_shape) for name, part in space.items()})
+    return np.zeros(batch_shape + space.shape, np.float32 if np.issubdtype(space.dtype, np.floating) else space.dtype)
+
+
+def as_tensor(obs, device: torch.device, flatten_steps: bool = False):
+    """Observations (an array, or ObservationParts) on the device: floats as float32, integers as they are;
+    flatten_steps: a rollout's (num_steps, num_envs, ...) as one batch, (num_steps * num_envs, ...)."""
+    if isinstance(obs, dict):
+        return ObservationParts({name: as_tensor(part, device, flatten_steps) for name, part in obs.items()})
+    if flatten_steps:
+        obs = obs.reshape((-1,) + obs.shape[2:])
+    return torch.as_tensor(obs, dtype=torch.float32 if obs.dtype.kind == "f" else None, device=device)
+
+
+def with_plain_spaces(envs: gym.vector.VectorEnv, mask_actions: bool) -> gym.vector.VectorEnv:
+    """The spaces the Agent takes, from those the env has (most envs need nothing of this):
+    actions: Discrete and MultiDiscrete choices from 0 (a `start` is added on the way to the env), Box
+    and MultiBinary actions flat (reshaped on the way); observations: a Box that is neither an image nor a
+    float vector as a flat float vector, a Dict or Tuple (nested or not) as a flat Dict of its parts, and
+    the env's action mask as its part "action_mask" (PartsObservation)."""
+    action_space = envs.single_action_space
+    if isinstance(action_space, gym.spaces.Discrete) and action_space.start != 0:
+        envs = gym.wrappers.vector.TransformAction(envs, lambda action: action + action_space.start,
+                                                   single_action_space=gym.spaces.Discrete(action_space.n))
+    elif isinstance(action_space, gym.spaces.MultiDiscrete) and (action_space.start.any() or action_space.nvec.ndim != 1):
+        envs = gym.wrappers.vector.TransformAction(  # nvec (2, 3) -> (6,)
+            envs, lambda action: action.reshape((-1,) + action_space.shape) + action_space.start,
+            single_action_space=gym.spaces.MultiDiscrete(action_space.nvec.reshape(-1)))
+    elif isinstance(action_space, gym.spaces.MultiBinary) and len(action_space.shape) != 1:
+        envs = gym.wrappers.vector.TransformAction(envs, lambda action: action.reshape((-1,) + action_space.shape),
+                                                   single_action_space=gym.spaces.MultiBinary(int(np.prod(action_space.shape))))
+    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) != 1:  # (2, 3) -> (6,); a scalar () -> (1,)
+        flat = gym.spaces.Box(action_space.low.reshape(-1), action_space.high.reshape(-1), dtype=action_space.dtype)
+        envs = gym.wrappers.vector.TransformAction(envs, lambda action: action.reshape((-1,) + action_space.shape),
+                                                   single_action_space=flat)
+    obs_space = envs.single_observation_space
+    mask_actions = mask_actions and isinstance(envs.single_action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
+    info_mask = envs.reset()[1].get("action_mask") if mask_actions else None  # gymnasium's toy-text envs give one
+    if isinstance(obs_space, (gym.spaces.Dict, gym.spaces.Tuple)) or info_mask is not None:
+        envs = PartsObservation(envs, mask_actions, info_mask)
+    elif isinstance(obs_space, gym.spaces.Box) and not is_image(obs_space) and (
+            len(obs_space.shape) != 1 or not np.issubdtype(obs_space.dtype, np.floating)):
+        # a scalar, a table, or integers (as float64, exact: the networks' float32 is taken later, as for any float)
+        dtype = obs_space.dtype if np.issubdtype(obs_space.dtype, np.floating) else np.float64
+        flat = gym.spaces.Box(obs_space.low.reshape(-1), obs_space.high.reshape(-1), dtype=dtype)
+        envs = gym.wrappers.vector.TransformObservation(
+            envs, lambda obs: obs.reshape(len(obs), -1).astype(dtype), single_observation_space=flat)
+    return envs
+
+
+class PartsObservation(gym.vector.VectorWrapper):
+    """A Dict or Tuple observation (nested or not) as a flat Dict of its parts, named by path ("camera",
+    "arm/joints", "1/0"); a Discrete or Box observation with a mask in the info as the part "observation".
+    The env's action mask (an "action_mask" part, or info["action_mask"] at every step) becomes the part
+    "action_mask": one int8 per Discrete action (MultiDiscrete: per choice, dimension after dimension),
+    checked at every step. With mask_actions off, a Dict's "action_mask" part is dropped."""
+
+    def __init__(self, envs: gym.vector.VectorEnv, mask_actions: bool, info_mask: np.ndarray | None):
+        super().__init__(envs)
+        space = envs.single_observation_space
+        parts = flat_parts(space) if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)) else {"observation": space}
+        self.mask_in_info = info_mask is not None  # the mask of the first reset's info: (num_envs, n)
+        self.masked = mask_actions and ("action_mask" in parts or self.mask_in_info)
+        if not self.masked:
+            parts.pop("action_mask", None)
+        action_space = envs.single_action_space
+        self.choices = [int(action_space.n)] if isinstance(action_space, gym.spaces.Discrete) else [int(n) for n in getattr(action_space, "nvec", [])]
+        if self.masked:
+            mask_size = np.shape(info_mask)[1:] if self.mask_in_info else parts["action_mask"].shape
+            if int(np.prod(mask_size)) != sum(self.choices):
+                raise ConfigError(f"the env's action mask has shape {tuple(mask_size)}; {action_space} needs "
+                                  f"({sum(self.choices)},): one entry per action{' of each dimension' if len(self.choices) > 1 else ''}")
+            parts["action_mask"] = gym.spaces.MultiBinary(sum(self.choices))
+        self.single_observation_space = gym.spaces.Dict(parts)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        obs, infos = self.env.reset(seed=seed, options=options)
+        return self.parts_of(obs, infos), infos
+
+    def step(self, actions):
+        obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        self.steps += 1
+        return self.parts_of(obs, infos), rewards, terminations, truncations, infos
+
+    def parts_of(self, obs, infos) -> ObservationParts:
+        parts = flat_parts(obs) if isinstance(obs, (dict, tuple)) else {"observation": obs}
+        if self.mask_in_info:
+            if "action_mask" not in infos or not infos["_action_mask"].all():
+                raise TrainingError(f"step {self.steps}: the env gave no info['action_mask'], as it did at its first reset")
+            parts["action_mask"] = infos["action_mask"]
+        if self.masked:
+            mask = parts["action_mask"] = np.asarray(parts["action_mask"]).reshape(self.num_envs, -1).astype(np.int8)
+            allowed = np.logical_or.reduceat(mask != 0, np.cumsum([0] + self.choices[:-1]), axis=1)  # (num_envs, dims)
+            if not allowed.all():
+                env, dimension = np.argwhere(~allowed)[0]
+                raise TrainingError(f"step {self.steps}: env {env}'s action mask allows no action"
+                                    + (f" in dimension {dimension}" if len(self.choices) > 1 else ""))
+        else:
+            parts.pop("action_mask", None)
+        return ObservationParts(parts)
+
+
+class ObservationEncoder(nn.Module):
+    """The Agent's trunk for any observation but a vector or an image: one vector of features. Discrete
+    parts as one-hots, MultiDiscrete as a one-hot per dimension, side by side, MultiBinary as 0/1 floats,
+    a Box flat, an image (a Box of rank 3) through a NatureCNN of its own; a Dict's parts joined (as
+    SB3's CombinedExtractor does). The "action_mask" part is no feature: the Agent masks with it."""
+
+    def __init__(self, space: gym.spaces.Space):
+        super().__init__()
+        parts = space.items() if isinstance(space, gym.spaces.Dict) else [(None, space)]
+        self.parts = [(name, part) for name, part in parts if name != "action_mask"]
+        self.cnns = nn.ModuleList(NatureCNN(part) for _, part in self.parts if is_image(part))
+        self.offsets = {}  # MultiDiscrete: each dimension's first one-hot column, less its start
+        for name, part in self.parts:
+            if isinstance(part, gym.spaces.MultiDiscrete):
+                nvec = part.nvec.reshape(-1)
+                self.offsets[name] = torch.as_tensor(np.cumsum([0, *nvec[:-1]]) - part.start.reshape(-1))
+        self.out_features = sum(cnn.out_features for cnn in self.cnns) + sum(
+            int(part.n) if isinstance(part, gym.spaces.Discrete) else int(part.nvec.sum())
+            if isinstance(part, gym.spaces.MultiDiscrete) else int(np.prod(part.shape))
+            for _, part in self.parts if not is_image(part))
+
+    def forward(self, x) -> torch.Tensor:
+        features, cnns = [], iter(self.cnns)
+        for name, space in self.parts:
+            part = x if name is None else x[name]
+            if is_image(space):
+                features.append(next(cnns)(part))
+            elif isinstance(space, gym.spaces.Discrete):
+                features.append(F.one_hot(part.long() - int(space.start), int(space.n)).float())
+            elif isinstance(space, gym.spaces.MultiDiscrete):  # (batch, dims) -> (batch, dims, sum(nvec)) -> summed
+                columns = part.reshape(len(part), -1).long() + self.offsets[name].to(part.device)
+                features.append(F.one_hot(columns, int(space.nvec.sum())).sum(1).float())
+            else:  # MultiBinary, Box: the numbers as they are, flat
+                features.append(part.reshape(len(part), -1).float())
+        return torch.cat(features, -1)
+
+
+class ActionLogits(nn.Module):
+    """The logits of the actor's Categorical from its outputs, where they are not simply those (Discrete).
+    The env's invalid actions (with_plain_spaces' "action_mask") get -1e8, probability 0: Huang and
+    Ontanon, "A Closer Look at Invalid Action Masking in Policy Gradient Algorithms" (2022). MultiDiscrete
+    (nvec) and MultiBinary(n) actions: one row of logits per action dimension, (batch, dims, most choices),
+    for one Categorical per dimension; a dimension with fewer choices is padded with -1e8. A bit's row is
+    [0, l]: Categorical(logits=[0, l]) is Bernoulli(sigmoid(l)), so MultiBinary(n) takes n outputs."""
+
+    def __init__(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Space):
+        super().__init__()
+        self.masked = isinstance(observation_space, gym.spaces.Dict) and "action_mask" in observation_space.spaces
+        self.per_dimension = isinstance(action_space, (gym.spaces.MultiDiscrete, gym.spaces.MultiBinary))
+        self.n_outputs = int(getattr(action_space, "n", 0))  # Discrete, MultiBinary (Box: the Agent's)
+        if isinstance(action_space, gym.spaces.MultiBinary):
+            rows = [[self.n_outputs, bit] for bit in range(self.n_outputs)]  # column n_outputs: the 0
+        elif isinstance(action_space, gym.spaces.MultiDiscrete):
+            nvec = [int(n) for n in action_space.nvec]
+            self.n_outputs = sum(nvec)  # column sum(nvec) + 1: the padding
+            firsts = np.cumsum([0] + nvec[:-1])
+            rows = [[first + i if i < n else self.n_outputs + 1 for i in range(max(nvec))] for first, n in zip(firsts, nvec)]
+        if self.per_dimension:
+            self.register_buffer("rows", torch.tensor(rows), persistent=False)  # (dims, most choices) column indices
+
+    def forward(self, actor_out: torch.Tensor, x) -> torch.Tensor:
+        if self.masked:
+            actor_out = actor_out.masked_fill(x["action_mask"] == 0, -1e8)
+        if not self.per_dimension:
+            return actor_out
+        zero, padding = actor_out.new_zeros(len(actor_out), 1), actor_out.new_full((len(actor_out), 1), -1e8)
+        return torch.cat([actor_out, zero, padding], -1)[:, self.rows]  # (batch, dims, most choices)
+
+
 # The continuous-control wrappers (`make_envs`). With one env, as at ppo_continuous_action.py's
 # defaults, each of gymnasium's wrappers costs as much per step as the arithmetic it does: five
 # layers, and np.mean and np.var on a batch of one observation.
@@ -985,7 +1212,9 @@ class ClipAndNormalize(gym.vector.VectorWrapper):
     for bit (tests/test_continuous.py steps both), in fewer numpy calls. In a run on Hopper (1 env),
     gymnasium's five layers took 259 us a step and this one 154 (docs/speed.md). Its statistics are gymnasium's
     RunningMeanStd (obs_rms, return_rms), updated from the same batch moments; `update_running_mean =
-    False` freezes both, as it does each of gymnasium's."""
+    False` freezes both, as it does each of gymnasium's. A Dict observation's float vectors are normalised
+    (side by side, as one vector, each number by its own statistics), its other parts (images, Discrete)
+    left as they are; a Discrete or MultiBinary observation is not normalised."""
 
     def __init__(self, envs: gym.vector.VectorEnv, clip_action: bool, norm_obs: bool, norm_reward: bool,
                  gamma: float, epsilon: float = 1e-8):
@@ -996,11 +1225,20 @@ class ClipAndNormalize(gym.vector.VectorWrapper):
             self.single_action_space = gym.spaces.Box(-np.inf, np.inf, space.shape, space.dtype)
             self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self.obs_rms = self.return_rms = None
-        if norm_obs:  # as NormalizeObservation: float32 observations, float32 statistics
-            shape = envs.single_observation_space.shape
-            self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+        space = envs.single_observation_space
+        self.vector_parts = None if isinstance(space, gym.spaces.Box) else [  # a Dict's float vectors (a Discrete: none)
+            name for name, part in getattr(space, "spaces", {}).items()
+            if isinstance(part, gym.spaces.Box) and not is_image(part) and np.issubdtype(part.dtype, np.floating)]
+        if norm_obs and self.vector_parts is None:  # as NormalizeObservation: float32 observations, float32 statistics
+            self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, space.shape, np.float32)
+            self.obs_rms = gym.wrappers.utils.RunningMeanStd(shape=space.shape, dtype=np.float32)
+        elif norm_obs and self.vector_parts:
+            self.single_observation_space = gym.spaces.Dict({name: gym.spaces.Box(-np.inf, np.inf, part.shape, np.float32)
+                                                             if name in self.vector_parts else part for name, part in space.items()})
+            size = sum(int(np.prod(space[name].shape)) for name in self.vector_parts)
+            self.obs_rms = gym.wrappers.utils.RunningMeanStd(shape=(size,), dtype=np.float32)
+        if self.obs_rms is not None:
             self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
-            self.obs_rms = gym.wrappers.utils.RunningMeanStd(shape=shape, dtype=np.float32)
         if norm_reward:  # as NormalizeReward: a discounted sum of the rewards so far, per env
             self.return_rms = gym.wrappers.utils.RunningMeanStd(shape=())
             self.accumulated_reward = np.zeros(self.num_envs, dtype=np.float32)
@@ -1032,6 +1270,14 @@ class ClipAndNormalize(gym.vector.VectorWrapper):
     def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
         if self.obs_rms is None:
             return obs
+        if self.vector_parts is not None:  # a Dict: its float vectors as one (num_envs, size), normalised, split back
+            vectors = self.normalize_obs_vector(np.concatenate([obs[name].reshape(self.num_envs, -1) for name in self.vector_parts], 1))
+            ends = np.cumsum([int(np.prod(obs[name].shape[1:])) for name in self.vector_parts])
+            parts = np.split(vectors, ends[:-1], axis=1)
+            return ObservationParts(obs, **{name: part.reshape(obs[name].shape) for name, part in zip(self.vector_parts, parts)})
+        return self.normalize_obs_vector(obs)
+
+    def normalize_obs_vector(self, obs: np.ndarray) -> np.ndarray:
         if self.update_running_mean:
             update_running_mean_std(self.obs_rms, obs)
         normalized = ((obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)).astype(np.float32)
@@ -1046,20 +1292,6 @@ def update_running_mean_std(rms, batch: np.ndarray) -> None:
     mean = batch.sum(0, keepdims=True) / n  # (1,) + the batch's shape after its first axis
     centered = batch - mean
     rms.update_from_moments(mean[0], (centered * centered).sum(0) / n, n)
-
-
-def with_plain_action_space(envs: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
-    """The agent picks Discrete actions from 0 and Box actions as a vector: shift Discrete(n, start=k)
-    actions by k, and reshape a Box of more dimensions, on their way to the env."""
-    space = envs.single_action_space
-    if isinstance(space, gym.spaces.Discrete) and space.start != 0:
-        return gym.wrappers.vector.TransformAction(envs, lambda action: action + space.start,
-                                                   single_action_space=gym.spaces.Discrete(space.n))
-    if isinstance(space, gym.spaces.Box) and len(space.shape) != 1:  # (2, 3) -> (6,); a scalar () -> (1,)
-        flat = gym.spaces.Box(space.low.reshape(-1), space.high.reshape(-1), dtype=space.dtype)
-        return gym.wrappers.vector.TransformAction(envs, lambda action: action.reshape((-1,) + space.shape),
-                                                   single_action_space=flat)
-    return envs
 
 
 def check_args(args: Args) -> None:
@@ -1668,7 +1900,7 @@ def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str 
     steps_in_episode = 0
     while len(returns) < episodes and not (stop is not None and stop.signum):
         with torch.inference_mode():
-            action = agent.get_greedy_action(torch.as_tensor(obs, dtype=torch.float32, device=device))
+            action = agent.get_greedy_action(as_tensor(obs, device))
         obs, _, _, _, info = envs.step(action.cpu().numpy())
         steps_in_episode += 1
         if "episode" in info:

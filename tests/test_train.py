@@ -87,9 +87,11 @@ def test_every_flag_is_in_one_help_group():
 
 BAD_INPUT = [
     (["--env-id", "CartPol-v1"], "unknown env id 'CartPol-v1'.*did you mean CartPole-v1"),
-    (["--env-id", "toy_envs:MultiBinary-v0"], "MultiBinary.*supports Discrete and Box action spaces"),
-    (["--env-id", "toy_envs:DictObs-v0"], "observation space Dict.*takes a Box of rank 1 \\(a vector"),
-    (["--env-id", "toy_envs:VolumeObs-v0"], "observation space Box\\(0.0, 1.0, \\(2, 8, 8, 3\\).*rank 1"),
+    (["--env-id", "toy_envs:DictAction-v0"], "action space Dict.*takes Discrete, MultiDiscrete, MultiBinary or Box"),
+    (["--env-id", "toy_envs:TextObs-v0"], "whose part 'mission' is a Text, not numbers.*FilterObservation"),
+    (["--env-id", "toy_envs:SequenceObs-v0"], "observation space Sequence.*: a Sequence, not numbers"),
+    (["--env-id", "toy_envs:VolumeObs-v0"], "observation space Box\\(0.0, 1.0, \\(2, 8, 8, 3\\).*of rank 4.*channels"),
+    (["--env-id", "toy_envs:WrongMask-v0"], "action mask has shape \\(4,\\); Discrete\\(3\\) needs \\(3,\\)"),
     (["--env-id", "no_such_module:Env-v0"], "cannot import module 'no_such_module'"),
     (["--total-timesteps", "100"], "--total-timesteps 100 is smaller than one batch .* 512"),
     (["--gamma", "1.5"], "--gamma must be in \\[0, 1\\]"),

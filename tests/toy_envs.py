@@ -37,6 +37,14 @@ class DictObsEnv(CounterEnv):
         super().__init__()
         self.observation_space = gym.spaces.Dict({"t": gym.spaces.Box(0, np.inf, (1,), np.float32)})
 
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed)
+        return {"t": obs}, info
+
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return {"t": obs}, *rest
+
 
 class ImageObsEnv(CounterEnv):
     """CounterEnv seen as an 8x8 RGB image (channels last) whose pixels are all 40 * t."""
@@ -193,3 +201,117 @@ _register_spaces("ScalarObs-v0", observation_space=gym.spaces.Box(shape=(), **_F
 _register_spaces("EmptyObs-v0", observation_space=gym.spaces.Box(shape=(0,), **_F32))  # nothing to see
 _register_spaces("EmptyBox-v0", action_space=gym.spaces.Box(-1, 1, (0,), np.float32))  # nothing to do
 _register_spaces("Endless-v0", length=None)  # episodes never end
+
+
+# Any gymnasium space (issue #32): observations and actions of every kind the agent takes, and some it refuses.
+
+def _value_of(space, t):
+    """An observation of `space` that depends on t alone (no randomness), nested as the space is."""
+    if isinstance(space, gym.spaces.Dict):
+        return {key: _value_of(part, t) for key, part in space.items()}
+    if isinstance(space, gym.spaces.Tuple):
+        return tuple(_value_of(part, t) for part in space)
+    if isinstance(space, gym.spaces.Discrete):
+        return np.int64(space.start + t % space.n)
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return (space.start + t % space.nvec).astype(space.dtype)
+    if isinstance(space, gym.spaces.MultiBinary):
+        return np.full(space.shape, t % 2, dtype=space.dtype)
+    if isinstance(space, gym.spaces.Box):
+        return np.clip(np.full(space.shape, t % 5), space.low, space.high).astype(space.dtype)
+    return space.sample()  # Text, Graph, Sequence: refused before any step
+
+
+class AnySpaceEnv(gym.Env):
+    """Observations of any space (see _value_of), actions of any space, each checked against the space.
+
+    Reward 1 when every entry of the action is its lowest value (action 0, a MultiBinary of zeros), else 0.
+    With `mask` ("info" or "dict"), the lowest choice of each dimension is masked at odd steps, and each
+    masked action taken (the reward is as for any other) adds 1 to `masked_actions_taken`, which a test
+    reads. Episodes are truncated after `length` steps.
+    """
+
+    masked_actions_taken = 0
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, observation_space, action_space=None, length=4, mask=None, mask_shape=None, empty_mask_at=None,
+                 render_mode=None):
+        self.inner_space = observation_space
+        self.action_space = action_space or gym.spaces.Discrete(3)
+        self.mask, self.length, self.empty_mask_at, self.render_mode = mask, length, empty_mask_at, render_mode
+        self.mask_size = (int(self.action_space.n) if isinstance(self.action_space, gym.spaces.Discrete)
+                          else int(np.sum(getattr(self.action_space, "nvec", 0))))
+        self.mask_shape = mask_shape or (self.mask_size,)
+        self.observation_space = observation_space
+        if mask == "dict":
+            self.observation_space = gym.spaces.Dict(
+                {"observation": observation_space, "action_mask": gym.spaces.MultiBinary(self.mask_shape)})
+        self.steps_taken = 0
+
+    def _action_mask(self):
+        mask = np.ones(self.mask_size, np.int8)
+        if self.t % 2 == 1:  # the lowest choice of each dimension is masked
+            firsts = np.cumsum([0] + list(getattr(self.action_space, "nvec", [self.mask_size]))[:-1])
+            mask[firsts] = 0
+        if self.empty_mask_at is not None and self.steps_taken == self.empty_mask_at:
+            mask[:] = 0
+        return np.resize(mask, self.mask_shape)
+
+    def _observe(self):
+        obs, info = _value_of(self.inner_space, self.t), {}
+        if self.mask == "info":
+            info["action_mask"] = self._action_mask()
+        elif self.mask == "dict":
+            obs = {"observation": obs, "action_mask": self._action_mask()}
+        return obs, info
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._observe()
+
+    def step(self, action):
+        if not self.action_space.contains(np.asarray(action, dtype=self.action_space.dtype)):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
+        if self.mask is not None:
+            mask = self._action_mask().reshape(-1)
+            firsts = np.cumsum([0] + list(getattr(self.action_space, "nvec", [self.mask_size]))[:-1])
+            masked = not mask[firsts + np.asarray(action).reshape(-1) - np.asarray(getattr(self.action_space, "start", 0))].all()
+            AnySpaceEnv.masked_actions_taken += masked
+        lowest = getattr(self.action_space, "start", 0)
+        reward = float(np.all(np.asarray(action) == lowest))
+        self.t += 1
+        self.steps_taken += 1
+        obs, info = self._observe()
+        return obs, reward, False, self.t >= self.length, info
+
+    def render(self):
+        return np.full((16, 16, 3), 10 * self.t, np.uint8)
+
+
+def _register_any(env_id, observation_space=None, **kwargs):
+    gym.register(env_id, entry_point=AnySpaceEnv,
+                 kwargs=dict(observation_space=observation_space or gym.spaces.Box(-1, 5, (2,), np.float32), **kwargs))
+
+
+_IMAGE = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+_register_any("DiscreteObs-v0", gym.spaces.Discrete(5, start=2))  # a one-hot of 5
+_register_any("MultiDiscreteObs-v0", gym.spaces.MultiDiscrete([3, 4], start=[0, -1]))
+_register_any("MultiBinaryObs-v0", gym.spaces.MultiBinary(4))
+_register_any("TupleObs-v0", gym.spaces.Tuple((gym.spaces.Discrete(3), gym.spaces.Box(-1, 5, (2,), np.float32))))
+_register_any("NestedObs-v0", gym.spaces.Dict({  # a Dict of every kind, nested, an image and a Tuple in it
+    "camera": _IMAGE, "position": gym.spaces.Box(-1, 5, (3,), np.float32), "cell": gym.spaces.Discrete(4),
+    "inner": gym.spaces.Dict({"bits": gym.spaces.MultiBinary(2), "pair": gym.spaces.Tuple(
+        (gym.spaces.MultiDiscrete([2, 3]), gym.spaces.Box(-1, 5, (2, 2), np.float64)))})}))
+_register_any("MultiDiscreteAction-v0", action_space=gym.spaces.MultiDiscrete([3, 2, 4], start=[1, 0, -2]))
+_register_any("MultiDiscreteGridAction-v0", action_space=gym.spaces.MultiDiscrete([[2, 3], [3, 2]]))
+_register_any("MultiBinaryAction-v0", action_space=gym.spaces.MultiBinary(3))
+_register_any("MultiBinaryGridAction-v0", action_space=gym.spaces.MultiBinary((2, 2)))
+_register_any("MaskedInfo-v0", gym.spaces.Discrete(4), mask="info")  # as gymnasium's toy-text envs
+_register_any("MaskedDict-v0", mask="dict", action_space=gym.spaces.MultiDiscrete([3, 2]))  # as PettingZoo's
+_register_any("MaskedNested-v0", gym.spaces.Dict({"camera": _IMAGE, "cell": gym.spaces.Discrete(4)}), mask="dict")
+_register_any("WrongMask-v0", mask="info", mask_shape=(4,))  # 3 actions, 4 mask entries
+_register_any("EmptyMask-v0", mask="info", empty_mask_at=6)  # a mask that allows nothing, at the 6th step
+_register_any("TextObs-v0", gym.spaces.Dict({"image": _IMAGE, "mission": gym.spaces.Text(20)}))  # MiniGrid's shape
+_register_any("SequenceObs-v0", gym.spaces.Sequence(gym.spaces.Discrete(3)))
+_register_any("DictAction-v0", action_space=gym.spaces.Dict({"move": gym.spaces.Discrete(2)}))
