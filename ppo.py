@@ -647,6 +647,13 @@ PRESETS = {
     "LunarLander-v3": dict(total_timesteps=1_000_000, num_envs=16, num_steps=1024, num_minibatches=256,
                            update_epochs=4, learning_rate=3e-4, anneal_lr=False, clip_vloss=False, gamma=0.999,
                            gae_lambda=0.98, ent_coef=0.01),
+    # CleanRL's defaults but a learning rate 4x larger (1e-3) and 8 envs, for 500k steps: with the 500 one-hot
+    # states, 300k steps at the defaults ended far from a delivery (exact value -164 to -190, seeds 1-3); these
+    # reach 7.60, 7.64, 7.33 (the optimum: 7.93; docs/spaces.md). The action mask (Taxi's info) is used.
+    "Taxi-v4": dict(total_timesteps=500_000, learning_rate=1e-3, num_envs=8),
+    # CleanRL's defaults but 16 envs and a learning rate of 1e-3, 300k steps: at the defaults seed 3 settled on
+    # a policy that reaches the goal 19% of the time (seeds 1-2: 73%, the optimum 74%); with these, 73% on seed 3.
+    "FrozenLake-v1": dict(total_timesteps=300_000, learning_rate=1e-3, num_envs=16),
     # CleanRL's continuous defaults, but 8 envs x 256 steps (the same batch of 2048 from 8 swings at once)
     # and 300k steps: greedy eval -164 (-151 at 600k). rl-zoo's gamma 0.9, lr 1e-3 (without its gSDE): -170 at 600k.
     "Pendulum-v1": dict(total_timesteps=300_000, num_envs=8, num_steps=256),

@@ -99,17 +99,33 @@ ENVS = [
     EnvCase("toy_envs:ImageObs-v0", False, image=True),  # 8x8x3 bytes: the small CNN
     EnvCase("toy_envs:EmptyObs-v0", None),
     EnvCase("toy_envs:EmptyBox-v0", None),
-    EnvCase("toy_envs:MultiBinary-v0", None),
-    EnvCase("toy_envs:DictObs-v0", None),
+    EnvCase("toy_envs:MultiBinary-v0", False),  # any gymnasium space (issue #32): MultiBinary actions
+    EnvCase("toy_envs:DictObs-v0", False),
     EnvCase("toy_envs:SameStep-v0", None),
-    EnvCase("toy_envs:ColumnObs-v0", None),
-    EnvCase("toy_envs:ScalarObs-v0", None),
-    EnvCase("FrozenLake-v1", None),
+    EnvCase("toy_envs:ColumnObs-v0", False),  # a Box (3, 1), flattened
+    EnvCase("toy_envs:ScalarObs-v0", False),  # a Box (), as a vector of 1
+    EnvCase("FrozenLake-v1", False),  # Discrete observations: one-hots
+    EnvCase("toy_envs:DiscreteObs-v0", False),
+    EnvCase("toy_envs:MultiDiscreteObs-v0", False),
+    EnvCase("toy_envs:MultiBinaryObs-v0", False),
+    EnvCase("toy_envs:TupleObs-v0", False),
+    EnvCase("toy_envs:NestedObs-v0", False),  # a nested Dict with an image, a Tuple, every kind of part
+    EnvCase("toy_envs:MultiDiscreteAction-v0", False),
+    EnvCase("toy_envs:MultiDiscreteGridAction-v0", False),
+    EnvCase("toy_envs:MultiBinaryGridAction-v0", False),
+    EnvCase("toy_envs:MaskedInfo-v0", False),  # an action mask in the info, as gymnasium's toy-text envs
+    EnvCase("toy_envs:MaskedDict-v0", False),  # an action mask in a Dict, MultiDiscrete actions
+    EnvCase("toy_envs:TextObs-v0", None),
+    EnvCase("toy_envs:DictAction-v0", None),
+    EnvCase("toy_envs:WrongMask-v0", None),
     EnvCase("CartPol-v1", None),
     EnvCase("no_such_module:Env-v0", None),
 ]
 ACCEPTED_ENVS = [env for env in ENVS if env.box is not None and not env.maybe]
-RENDERS = ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCarContinuous-v0"]  # rgb_array without OpenGL
+RENDERS = ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCarContinuous-v0", "FrozenLake-v1",  # rgb_array
+           *[f"toy_envs:{name}-v0" for name in ["DiscreteObs", "MultiDiscreteObs", "MultiBinaryObs", "TupleObs",
+                                               "NestedObs", "MultiDiscreteAction", "MultiDiscreteGridAction",
+                                               "MultiBinaryGridAction", "MaskedInfo", "MaskedDict"]]]  # without OpenGL
 
 
 def some(*values):
@@ -136,6 +152,7 @@ FLAGS = {
     "vf_coef": (some(0.5, 0.0, 1.0), some(-0.5, 100.0, 1e10, INF, NAN)),
     "max_grad_norm": (some(0.5, 1e-3, 10.0), some(0.0, -1.0, 1e-30, 1e30, INF, NAN)),
     "target_kl": (some(None, 0.01, 0.1), some(0.0, -0.01, 1e-12, INF, NAN)),
+    "mask_actions": (st.booleans(), st.nothing()),
     "norm_obs": (st.booleans(), st.nothing()),
     "norm_reward": (st.booleans(), st.nothing()),
     "clip_action": (st.booleans(), st.nothing()),

@@ -66,9 +66,14 @@ def test_an_unused_layer(in_tmp):
     assert len(scalars["losses/approx_kl"]) == 6
 
 
-def test_a_frozen_layer(in_tmp):
+# the edits hold on any space (issue #32): a Dict of an image, a Tuple and more; MultiDiscrete actions with a mask
+SPACES = ["CartPole-v1", "toy_envs:NestedObs-v0", "toy_envs:MaskedDict-v0"]
+
+
+@pytest.mark.parametrize("env_id", SPACES)
+def test_a_frozen_layer(in_tmp, env_id):
     ppo = edited_ppo(in_tmp, (ACTOR_END, ACTOR_END + "        self.actor[0].requires_grad_(False)  # keep the features fixed\n"))
-    initial, final, _ = train_edited(ppo)
+    initial, final, _ = train_edited(ppo, env_id=env_id)
     assert_trained(initial, final, untouched={"actor.0.weight", "actor.0.bias"})
 
 
@@ -90,13 +95,14 @@ NETWORKS = """        self.critic = nn.Sequential(
 """
 
 
-def test_a_trunk_shared_by_actor_and_critic(in_tmp):
+@pytest.mark.parametrize("env_id", SPACES)
+def test_a_trunk_shared_by_actor_and_critic(in_tmp, env_id):
     shared = """        trunk = nn.Sequential(layer_init(nn.Linear(obs_size, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh())
         self.critic = nn.Sequential(trunk, layer_init(nn.Linear(64, 1), std=1.0))
         self.actor = nn.Sequential(trunk, layer_init(nn.Linear(64, n_outputs), std=0.01))
 """
     ppo = edited_ppo(in_tmp, (NETWORKS, shared))
-    initial, final, _ = train_edited(ppo)
+    initial, final, _ = train_edited(ppo, env_id=env_id)
     # named_parameters lists a shared parameter once, under its first name (the critic's)
     assert {name for name in final if name.startswith("critic.0.")} == {"critic.0.0.weight", "critic.0.0.bias",
                                                                           "critic.0.2.weight", "critic.0.2.bias"}

@@ -292,3 +292,20 @@ def test_two_processes_train_atari(tmp_path):
     assert rank0["iteration"] == rank1["iteration"] == 2
     assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
     assert rank0["reset_obs"][0].shape == (2, 4, 84, 84) and rank0["reset_obs"][0].dtype == np.uint8
+
+
+def test_two_processes_train_one_agent_on_a_dict_env_with_an_action_mask(tmp_path):
+    """Any space under torchrun (issue #32): a Dict of an image and a Discrete, with a mask, normalised."""
+    flags = ["--env-id", "toy_envs:MaskedNested-v0", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2",
+             "--update-epochs", "2", "--total-timesteps", "128", "--norm-obs", "--eval-episodes", "2"]
+    code, out = finish(start(flags, tmp_path))
+    assert code == 0, out
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["iteration"] == rank1["iteration"] == 2
+    assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
+    assert any(k.startswith("trunk.cnns.0.") for k in rank0["weights"])  # the image part's CNN, trained as one
+    first = rank0["reset_obs"][0]
+    assert set(first) == {"observation/camera", "observation/cell", "action_mask"}  # the env's nested Dict, flat
+    assert first["observation/camera"].dtype == np.uint8 and first["observation/camera"].shape == (2, 8, 8, 3)
+    assert first["action_mask"].shape == (2, 3)
+    assert "eval: mean return" in out
