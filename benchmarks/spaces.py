@@ -47,7 +47,8 @@ ENVS = {  # env id: training steps
     "space_envs:CodeLock-v0": 100_000,
     "space_envs:Corridor-v0": 50_000,
 }
-VARIANTS = {"ppo.py": [], "ppo.py --no-mask-actions": ["--no-mask-actions"]}  # the second on Taxi alone
+# ppo.py's defaults; without Taxi's mask (on Taxi alone); and --preset tuned where the env has one (its own steps)
+VARIANTS = {"ppo.py": [], "ppo.py --no-mask-actions": ["--no-mask-actions"], "ppo.py --preset tuned": ["--preset", "tuned"]}
 EVAL_EPISODES = 100
 
 
@@ -212,9 +213,9 @@ def train(job: dict, out: Path, sb3_python: str | None) -> dict:
         command = [sb3_python, str(HERE / "sb3_spaces.py"), "--env-id", env_id, "--seed", str(seed),
                    "--total-timesteps", str(ENVS[env_id])]
     else:
-        command = [sys.executable, str(HERE.parent / "ppo.py"), "--env-id", env_id, "--seed", str(seed),
-                   "--total-timesteps", str(ENVS[env_id]), "--save-model", "--checkpoint-every", "0",
-                   "--exp-name", "spaces", *VARIANTS[variant]]
+        steps = [] if "--preset" in VARIANTS[variant] else ["--total-timesteps", str(ENVS[env_id])]  # a preset's own
+        command = [sys.executable, str(HERE.parent / "ppo.py"), "--env-id", env_id, "--seed", str(seed), *steps,
+                   "--save-model", "--checkpoint-every", "0", "--exp-name", "spaces", *VARIANTS[variant]]
     result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
@@ -230,9 +231,22 @@ def train(job: dict, out: Path, sb3_python: str | None) -> dict:
                 eval_mean=float(returns.mean()), eval_std=float(returns.std()))
 
 
+def runs_on(variant: str, env_id: str) -> bool:
+    if variant == "ppo.py --no-mask-actions":
+        return env_id == "Taxi-v4"
+    return variant != "ppo.py --preset tuned" or env_id in ppo.PRESETS
+
+
+def steps_of(variant: str, env_id: str) -> int:
+    flags = VARIANTS.get(variant, [])
+    if "--total-timesteps" in flags:
+        return int(flags[flags.index("--total-timesteps") + 1])
+    return ppo.PRESETS[env_id]["total_timesteps"] if "--preset" in flags else ENVS[env_id]
+
+
 def table(results: list[dict]) -> str:
-    lines = ["| env | trainer | seeds | exact expected return of the greedy policy, mean ± std (per seed) | "
-             f"{EVAL_EPISODES} greedy episodes, mean over seeds | optimum |", "|---|---|---|---|---|---|"]
+    lines = ["| env | trainer | steps | seeds | exact expected return of the greedy policy, mean ± std (per seed) | "
+             f"{EVAL_EPISODES} greedy episodes, mean over seeds | optimum |", "|---|---|---|---|---|---|---|"]
     for env_id in ENVS:
         optimum = exact_value(env_id, None)
         for variant in [*VARIANTS, "SB3 PPO"]:
@@ -244,7 +258,8 @@ def table(results: list[dict]) -> str:
                 exact = np.array([r["exact"] for r in rows if "error" not in r])
                 per_seed = ", ".join(f"{r['exact']:.3f}" if "error" not in r else "failed" for r in rows)
                 evals = np.mean([r["eval_mean"] for r in rows if "error" not in r]) if len(exact) else float("nan")
-                lines.append(f"| {env_id} | {variant} | {'-'.join(map(str, (seeds[0], seeds[-1])))} | "
+                lines.append(f"| {env_id} | {variant} | {steps_of(variant, env_id) // 1000}k | "
+                             f"{min(r['seed'] for r in rows)}-{max(r['seed'] for r in rows)} | "
                              f"{exact.mean():.3f} ± {exact.std():.3f} ({per_seed}) | {evals:.3f} | {optimum:.3f} |"
                              + (f" {len(failed)} failed" if failed else ""))
     return "\n".join(lines)
@@ -257,18 +272,24 @@ def main():
     parser.add_argument("--sb3-python", help="a python with stable-baselines3 (none: ppo.py alone)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("spaces-benchmark"))
+    parser.add_argument("--steps", type=int, help="train every env (and preset) for this many steps: a smoke test")
+    parser.add_argument("--table-only", action="store_true", help="train nothing: the table of <out>/results.json")
     cli = parser.parse_args()
+    if cli.steps:
+        for env_id in ENVS:
+            ENVS[env_id] = cli.steps
+        VARIANTS["ppo.py --preset tuned"] = ["--preset", "tuned", "--total-timesteps", str(cli.steps)]
     (cli.out / "logs").mkdir(parents=True, exist_ok=True)
     variants = [*VARIANTS] + (["SB3 PPO"] if cli.sb3_python else [])
     # seeds 1-3 first, then the rest: a benchmark stopped early has the tuned-on seeds of every env
     jobs = [dict(env_id=env_id, seed=seed, variant=variant)
             for seed_group in ([s for s in cli.seeds if s <= 3], [s for s in cli.seeds if s > 3])
             for variant in variants for env_id in cli.envs for seed in seed_group
-            if variant != "ppo.py --no-mask-actions" or env_id == "Taxi-v4"]
+            if runs_on(variant, env_id)]
     results_path = cli.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     done = {(r["env_id"], r["seed"], r["variant"]) for r in results if "error" not in r}
-    jobs = [job for job in jobs if (job["env_id"], job["seed"], job["variant"]) not in done]
+    jobs = [job for job in jobs if (job["env_id"], job["seed"], job["variant"]) not in done and not cli.table_only]
     with ThreadPoolExecutor(cli.workers) as pool:
         for result in pool.map(lambda job: train(job, cli.out, cli.sb3_python), jobs):
             results.append(result)

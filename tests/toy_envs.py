@@ -237,7 +237,7 @@ class AnySpaceEnv(gym.Env):
     def __init__(self, observation_space, action_space=None, length=4, mask=None, mask_shape=None, empty_mask_at=None,
                  render_mode=None):
         self.inner_space = observation_space
-        self.action_space = action_space or gym.spaces.Discrete(3)
+        self.action_space = action_space if action_space is not None else gym.spaces.Discrete(3)
         self.mask, self.length, self.empty_mask_at, self.render_mode = mask, length, empty_mask_at, render_mode
         self.mask_size = (int(self.action_space.n) if isinstance(self.action_space, gym.spaces.Discrete)
                           else int(np.sum(getattr(self.action_space, "nvec", 0))))
