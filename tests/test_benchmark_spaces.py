@@ -44,6 +44,7 @@ def test_the_optima():
         assert spaces.blackjack_value(table_of("Blackjack-v1", rule)) < -0.0431
 
 
+@pytest.mark.slow
 def test_a_smoke_run_writes_the_table(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "spaces.py"), "--seeds", "1", "--envs",
                              "space_envs:Corridor-v0", "Taxi-v4", "--steps", "1024", "--out", str(tmp_path)],
