@@ -11,7 +11,8 @@ observations, an action mask in its info: ppo.py uses it by default, and runs ag
 CodeLock-v0 (MultiDiscrete actions and observations) and Corridor-v0 (a Dict of a Box and a Discrete).
 
 Each run trains with the trainer's defaults (ppo.py's are CleanRL's; SB3 is given the same values,
-benchmarks/sb3_spaces.py), then its greedy policy is read at every observation the env has, and scored
+benchmarks/sb3_spaces.py), and ppo.py again with --preset tuned where the env has one (Taxi: with and
+without its mask), then its greedy policy is read at every observation the env has, and scored
 twice: exactly, its expected return computed from the env's model (FrozenLake's and Taxi's transition
 tables, within their time limits of 100 and 200 steps; Blackjack's rules with an infinite deck; the two
 toys' rules), and by 100 greedy episodes of the real env (seeds 100000-100099). The optimum is computed
@@ -48,7 +49,8 @@ ENVS = {  # env id: training steps
     "space_envs:Corridor-v0": 50_000,
 }
 # ppo.py's defaults; without Taxi's mask (on Taxi alone); and --preset tuned where the env has one (its own steps)
-VARIANTS = {"ppo.py": [], "ppo.py --no-mask-actions": ["--no-mask-actions"], "ppo.py --preset tuned": ["--preset", "tuned"]}
+VARIANTS = {"ppo.py": [], "ppo.py --no-mask-actions": ["--no-mask-actions"], "ppo.py --preset tuned": ["--preset", "tuned"],
+            "ppo.py --preset tuned --no-mask-actions": ["--preset", "tuned", "--no-mask-actions"]}
 EVAL_EPISODES = 100
 
 
@@ -232,7 +234,7 @@ def train(job: dict, out: Path, sb3_python: str | None) -> dict:
 
 
 def runs_on(variant: str, env_id: str) -> bool:
-    if variant == "ppo.py --no-mask-actions":
+    if variant.endswith("--no-mask-actions"):
         return env_id == "Taxi-v4"
     return variant != "ppo.py --preset tuned" or env_id in ppo.PRESETS
 
@@ -250,8 +252,8 @@ def table(results: list[dict]) -> str:
     for env_id in ENVS:
         optimum = exact_value(env_id, None)
         for variant in [*VARIANTS, "SB3 PPO"]:
-            for seeds in ([1, 2, 3], [4, 5]):
-                rows = [r for r in results if r["env_id"] == env_id and r["variant"] == variant and r["seed"] in seeds]
+            for tuned_on in (True, False):  # seeds 1-3, then the others
+                rows = [r for r in results if r["env_id"] == env_id and r["variant"] == variant and (r["seed"] <= 3) == tuned_on]
                 if not rows:
                     continue
                 failed = [r for r in rows if "error" in r]
@@ -278,7 +280,8 @@ def main():
     if cli.steps:
         for env_id in ENVS:
             ENVS[env_id] = cli.steps
-        VARIANTS["ppo.py --preset tuned"] = ["--preset", "tuned", "--total-timesteps", str(cli.steps)]
+        for variant in ["ppo.py --preset tuned", "ppo.py --preset tuned --no-mask-actions"]:
+            VARIANTS[variant] = [*VARIANTS[variant], "--total-timesteps", str(cli.steps)]
     (cli.out / "logs").mkdir(parents=True, exist_ok=True)
     variants = [*VARIANTS] + (["SB3 PPO"] if cli.sb3_python else [])
     # seeds 1-3 first, then the rest: a benchmark stopped early has the tuned-on seeds of every env
