@@ -1152,11 +1152,11 @@ class ObservationEncoder(nn.Module):
         parts = space.items() if isinstance(space, gym.spaces.Dict) else [(None, space)]
         self.parts = [(name, part) for name, part in parts if name != "action_mask"]
         self.cnns = nn.ModuleList(NatureCNN(part) for _, part in self.parts if is_image(part))
-        self.offsets = {}  # MultiDiscrete: each dimension's first one-hot column, less its start
-        for name, part in self.parts:
+        for i, (name, part) in enumerate(self.parts):  # MultiDiscrete: each dimension's first column, less its start
             if isinstance(part, gym.spaces.MultiDiscrete):
                 nvec = part.nvec.reshape(-1)
-                self.offsets[name] = torch.as_tensor(np.cumsum([0, *nvec[:-1]]) - part.start.reshape(-1))
+                offsets = torch.as_tensor(np.cumsum([0, *nvec[:-1]]) - part.start.reshape(-1))
+                self.register_buffer(f"offsets_{i}", offsets, persistent=False)  # on the agent's device
         self.out_features = sum(cnn.out_features for cnn in self.cnns) + sum(
             int(part.n) if isinstance(part, gym.spaces.Discrete) else int(part.nvec.sum())
             if isinstance(part, gym.spaces.MultiDiscrete) else int(np.prod(part.shape))
@@ -1164,14 +1164,14 @@ class ObservationEncoder(nn.Module):
 
     def forward(self, x) -> torch.Tensor:
         features, cnns = [], iter(self.cnns)
-        for name, space in self.parts:
+        for i, (name, space) in enumerate(self.parts):
             part = x if name is None else x[name]
             if is_image(space):
                 features.append(next(cnns)(part))
             elif isinstance(space, gym.spaces.Discrete):
                 features.append(F.one_hot(part.long() - int(space.start), int(space.n)).float())
             elif isinstance(space, gym.spaces.MultiDiscrete):  # (batch, dims) -> (batch, dims, sum(nvec)) -> summed
-                columns = part.reshape(len(part), -1).long() + self.offsets[name].to(part.device)
+                columns = part.reshape(len(part), -1).long() + getattr(self, f"offsets_{i}")
                 features.append(F.one_hot(columns, int(space.nvec.sum())).sum(1).float())
             else:  # MultiBinary, Box: the numbers as they are, flat
                 features.append(part.reshape(len(part), -1).float())
