@@ -833,18 +833,20 @@ def probe_env(env_id: str):
 
 def check_spaces(env_id: str, observation_space: gym.spaces.Space, action_space: gym.spaces.Space) -> None:
     """Refuse, in one line, a space the Agent cannot take (with_plain_spaces makes the others plain)."""
-    if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary, gym.spaces.Box)):
+    numeric = (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+    if not isinstance(action_space, numeric):
         raise ConfigError(f"{env_id} has action space {action_space}; the agent takes Discrete, MultiDiscrete, MultiBinary "
                           "or Box actions (a Dict or Tuple of them: make it one of these with an ActionWrapper)")
-    for name, part in flat_parts(observation_space).items():
+    parts = flat_parts(observation_space)
+    for name, part in parts.items():
         where = f"{env_id} has observation space {observation_space}" + (f", whose part {name!r} is" if name else ":")
-        if not isinstance(part, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        if not isinstance(part, numeric):
             raise ConfigError(f"{where} a {type(part).__name__}, not numbers the agent can take: drop it with a wrapper "
                               f"(MiniGrid's mission: gymnasium's FilterObservation(env, ['image', 'direction']))")
         if isinstance(part, gym.spaces.Box) and len(part.shape) > 3:
             raise ConfigError(f"{where} of rank {len(part.shape)}; the agent takes a vector (rank 1, or a scalar or a "
                               "table, flattened) or an image (rank 3, for the CNN): fold the other axes into channels")
-    for kind, space in [*[("observation", part) for part in flat_parts(observation_space).values()], ("action", action_space)]:
+    for kind, space in [*[("observation", part) for part in parts.values()], ("action", action_space)]:
         if space.shape and int(np.prod(space.shape)) == 0:
             raise ConfigError(f"{env_id} has {kind} space {space}, of size 0: nothing to see or do")
 
@@ -1104,6 +1106,7 @@ class PartsObservation(gym.vector.VectorWrapper):
             parts.pop("action_mask", None)
         action_space = envs.single_action_space
         self.choices = [int(action_space.n)] if isinstance(action_space, gym.spaces.Discrete) else [int(n) for n in getattr(action_space, "nvec", [])]
+        self.firsts = np.cumsum([0] + self.choices[:-1])  # each dimension's first entry in the mask
         if self.masked:
             mask_size = np.shape(info_mask)[1:] if self.mask_in_info else parts["action_mask"].shape
             if int(np.prod(mask_size)) != sum(self.choices):
@@ -1131,7 +1134,7 @@ class PartsObservation(gym.vector.VectorWrapper):
             parts["action_mask"] = infos["action_mask"]
         if self.masked:
             mask = parts["action_mask"] = np.asarray(parts["action_mask"]).reshape(self.num_envs, -1).astype(np.int8)
-            allowed = np.logical_or.reduceat(mask != 0, np.cumsum([0] + self.choices[:-1]), axis=1)  # (num_envs, dims)
+            allowed = np.logical_or.reduceat(mask != 0, self.firsts, axis=1)  # (num_envs, dims)
             if not allowed.all():
                 env, dimension = np.argwhere(~allowed)[0]
                 raise TrainingError(f"step {self.steps}: env {env}'s action mask allows no action"
@@ -1157,10 +1160,9 @@ class ObservationEncoder(nn.Module):
                 nvec = part.nvec.reshape(-1)
                 offsets = torch.as_tensor(np.cumsum([0, *nvec[:-1]]) - part.start.reshape(-1))
                 self.register_buffer(f"offsets_{i}", offsets, persistent=False)  # on the agent's device
+        # gymnasium's flatdim is each other part's width here: n one-hots, sum(nvec), the numbers in it
         self.out_features = sum(cnn.out_features for cnn in self.cnns) + sum(
-            int(part.n) if isinstance(part, gym.spaces.Discrete) else int(part.nvec.sum())
-            if isinstance(part, gym.spaces.MultiDiscrete) else int(np.prod(part.shape))
-            for _, part in self.parts if not is_image(part))
+            gym.spaces.flatdim(part) for _, part in self.parts if not is_image(part))
 
     def forward(self, x) -> torch.Tensor:
         features, cnns = [], iter(self.cnns)
