@@ -135,6 +135,10 @@ class Args:
     """orthogonal initialization of the actor's and critic's layers; off: torch's default init (SB3's ortho_init=False)"""
     log_std_init: float = 0.0
     """Box actions: the initial log std of the Gaussian policy (-2: std 0.14, rl-zoo's MuJoCo setting)"""
+    recurrent: Literal["none", "lstm", "gru"] = "none"
+    """a memory: an LSTM or GRU between the observation's features and the heads (Atari: then one frame, not 4)"""
+    recurrent_size: int = 128
+    """--recurrent: the size of its state (CleanRL's ppo_atari_lstm.py: 128)"""
 
 
 # ppo_continuous_action.py's defaults where they differ from ppo.py's: a Box env's, for the flags not given.
@@ -146,7 +150,8 @@ IMAGE_DEFAULTS = dict(total_timesteps=10000000, num_envs=8, clip_coef=0.1)  # pp
 def make_envs(args: Args, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
     """`num_envs` copies of the env, stepped together (CleanRL: `make_env` thunks in a SyncVectorEnv)."""
     if is_atari(args.env_id):
-        envs = make_atari_envs(args.env_id, num_envs, video_folder)  # CleanRL's Atari wrappers (below the banner)
+        # CleanRL's Atari wrappers (below the banner); --recurrent: one frame a step, as ppo_atari_lstm.py
+        envs = make_atari_envs(args.env_id, num_envs, video_folder, frames=4 if args.recurrent == "none" else 1)
     elif video_folder is None:
         # the env's own vector version where it has one (CartPole-v1's: all copies in numpy), else a Python env per copy
         envs = gym.make_vec(args.env_id, num_envs=num_envs)
@@ -180,7 +185,8 @@ def layer_init(layer: nn.Module, std: float = np.sqrt(2), bias_const: float = 0.
 
 class Agent(nn.Module):
     def __init__(self, envs: gym.vector.VectorEnv, hidden_size: int = 64, activation: str = "tanh",
-                 ortho_init: bool = True, log_std_init: float = 0.0):  # the flags of the same names
+                 ortho_init: bool = True, log_std_init: float = 0.0, recurrent: str = "none",
+                 recurrent_size: int = 128):  # the flags of the same names
         super().__init__()
         obs_space, action_space = envs.single_observation_space, envs.single_action_space
         self.continuous = isinstance(action_space, gym.spaces.Box)
@@ -189,14 +195,18 @@ class Agent(nn.Module):
         n_outputs = action_space.shape[0] if self.continuous else self.action_logits.n_outputs
         if self.continuous:  # the Gaussian's log std: learned, not a function of the state (CleanRL: zeros)
             self.actor_logstd = nn.Parameter(torch.full((1, n_outputs), float(log_std_init)))
-        if is_image(obs_space):  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
-            self.trunk = NatureCNN(obs_space)
-            self.critic = layer_init(nn.Linear(self.trunk.out_features, 1), std=1.0)
-            self.actor = layer_init(nn.Linear(self.trunk.out_features, n_outputs), std=0.01)
-            return
         # vectors go to the actor and the critic as they are; Discrete, Dict, ...: as features (ObservationEncoder, below)
-        self.trunk = nn.Identity() if isinstance(obs_space, gym.spaces.Box) else ObservationEncoder(obs_space)
-        obs_size = obs_space.shape[0] if isinstance(obs_space, gym.spaces.Box) else self.trunk.out_features
+        self.trunk = NatureCNN(obs_space) if is_image(obs_space) else (
+            nn.Identity() if isinstance(obs_space, gym.spaces.Box) else ObservationEncoder(obs_space))
+        obs_size = obs_space.shape[0] if isinstance(obs_space, gym.spaces.Box) and not is_image(obs_space) else (
+            self.trunk.out_features)
+        # --recurrent: an LSTM or GRU over each env's features, step after step (RecurrentLayer, below); None without
+        self.memory = None if recurrent == "none" else RecurrentLayer(recurrent, obs_size, recurrent_size)
+        obs_size = obs_size if self.memory is None else recurrent_size
+        if is_image(obs_space):  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
+            self.critic = layer_init(nn.Linear(obs_size, 1), std=1.0)
+            self.actor = layer_init(nn.Linear(obs_size, n_outputs), std=0.01)
+            return
         Activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]  # CleanRL: 64, nn.Tanh
         # Separate actor and critic: on small control tasks a shared trunk makes the value and policy losses fight
         self.critic = nn.Sequential(
@@ -219,12 +229,24 @@ class Agent(nn.Module):
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
 
-    def get_value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic(self.trunk(x)).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later
+    def initial_memory(self, num_envs: int) -> "RecurrentMemory":
+        """--recurrent: each env's state where an episode starts (zeros); without it, an empty memory."""
+        return RecurrentMemory(() if self.memory is None else self.memory.zero_state(num_envs))
 
-    def get_action(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, memory=None) -> torch.Tensor:
+        """The trunk's features; with --recurrent, through the recurrent layer, from each env's state in memory."""
+        hidden = self.trunk(x)
+        return hidden if self.memory is None else self.memory(hidden, memory)
+
+    def get_value(self, x: torch.Tensor, memory=None) -> torch.Tensor:
+        return self.critic(self.features(x, memory)).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later
+
+    def get_action(self, x: torch.Tensor, memory=None) -> torch.Tensor:
         """Sample actions and nothing else: all the rollout needs at each step."""
-        actor_out = self.actor(self.trunk(x))  # (batch, n_actions) logits, or (batch, action_dim) means
+        return self.sample(self.actor(self.features(x, memory)), x)
+
+    def sample(self, actor_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Actions drawn from the policy that the actor's outputs (batch, n_actions) or (batch, action_dim) give."""
         if self.continuous:  # = Normal(actor_out, self.actor_logstd.exp()).sample()
             return actor_out + self.actor_logstd.exp() * torch.randn_like(actor_out)
         # = Categorical(logits=logits).sample(), by the Gumbel-max trick: argmax(logits - log E),
@@ -232,11 +254,11 @@ class Agent(nn.Module):
         logits = self.action_logits(actor_out, x)
         return torch.argmax(logits - torch.empty_like(logits).exponential_().log(), dim=-1)
 
-    def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
+    def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None, memory=None):
         """Score the given actions (or sample new ones): (action, log_prob, entropy, value), each (batch,) (Box actions: (batch, action_dim))."""
+        hidden = self.features(x, memory)  # images: the CNN's features, computed once for both heads
         if action is None:
-            action = self.get_action(x)
-        hidden = self.trunk(x)  # images: the CNN's features, computed once for both heads
+            action = self.sample(self.actor(hidden), x)
         actor_out = self.actor(hidden)
         if self.continuous:
             # = Normal(mean, std).log_prob(action).sum(-1) and .entropy().sum(-1): independent dimensions add up
@@ -252,9 +274,9 @@ class Agent(nn.Module):
                 log_prob, entropy = log_prob.sum(-1), entropy.sum(-1)
         return action, log_prob, entropy, self.critic(hidden).squeeze(-1)
 
-    def get_greedy_action(self, x: torch.Tensor) -> torch.Tensor:
+    def get_greedy_action(self, x: torch.Tensor, memory=None) -> torch.Tensor:
         """The most probable action (the mean, for Box): for evaluation, where exploring only adds noise."""
-        actor_out = self.actor(self.trunk(x))
+        actor_out = self.actor(self.features(x, memory))
         return actor_out if self.continuous else self.action_logits(actor_out, x).argmax(-1)
 
 
@@ -303,10 +325,10 @@ def compute_mc_returns(rewards, values, next_value, terminations, truncations, g
     return returns
 
 
-def ppo_loss(agent, obs, actions, old_logprobs, old_values, advantages, returns, args):
+def ppo_loss(agent, obs, actions, old_logprobs, old_values, advantages, returns, args, memory=None):
     """The clipped-surrogate PPO loss on one minibatch: (loss, dict of detached statistics). CleanRL's lines
     from its update loop, in the same order (mb_advantages is `advantages` here), as a function tests check."""
-    _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions)
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(obs, actions, memory)  # (--recurrent: replayed)
     logratio = newlogprob - old_logprobs
     ratio = logratio.exp()
 
@@ -360,7 +382,8 @@ def train(args: Args) -> Agent:
 
     # env setup
     envs = make_envs(args, num_envs, f"videos/{run.name}" if args.capture_video and run.rank == 0 else None)
-    agent = Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init).to(device)
+    agent = Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init, args.recurrent,
+                  args.recurrent_size).to(device)
     optimizer = ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
     # = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5), with CleanRL's
     #   nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm) inside its step() (ClippedAdam, below)
@@ -388,6 +411,7 @@ def train(args: Args) -> Agent:
     # process's, though no two processes share a seed. A resumed run starts from new seeds.
     next_obs, _ = envs.reset(seed=args.seed + start_iteration * args.num_envs + run.rank * num_envs)
     next_done = np.zeros(num_envs, dtype=bool)
+    memory = agent.initial_memory(num_envs)  # --recurrent: each env's state, zeros (RecurrentMemory, below); else empty
     episode_returns = []  # every finished episode's return, for the console
 
     # Ctrl-C or SIGTERM sets stop.signum: the iteration ends, then the run. (The writer is closed, its
@@ -405,13 +429,15 @@ def train(args: Args) -> Agent:
             # and the new episode's first observation. It is no transition: `resets` marks it, and
             # the update leaves it out.
             episodes = []  # (global_step, return, length) of each episode that ends
+            rollout_memory = memory.copy()  # --recurrent: where the update replays each env's rollout from
             with torch.inference_mode():
                 for step in range(args.num_steps):
                     global_step += args.num_envs
                     obs[step] = next_obs
                     resets[step] = next_done
                     # log-probs and values come after the rollout, batched
-                    action = agent.get_action(as_tensor(next_obs, device))  # = torch.as_tensor(next_obs, ...)
+                    action = agent.get_action(as_tensor(next_obs, device), memory)  # = torch.as_tensor(next_obs, ...)
+                    memory.forget(next_done)  # --recurrent: after a reset step, the new episode's state starts at zeros
                     actions[step] = action = action.cpu().numpy()  # the env takes numpy
 
                     next_obs, reward, terminated, truncated, infos = envs.step(action)
@@ -427,10 +453,10 @@ def train(args: Args) -> Agent:
             b_actions = torch.as_tensor(actions.reshape((-1,) + envs.single_action_space.shape), device=device)
             # no_grad, not inference mode: these enter the loss, and an edit that saves one for backward
             # (ratio * old_logprobs, say) would fail on an inference tensor
-            with torch.no_grad():
-                _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions)
+            with torch.no_grad():  # (--recurrent: replaying each env's rollout from rollout_memory)
+                _, b_logprobs, _, b_values = agent.get_action_and_value(b_obs, b_actions, rollout_memory.replay(resets))
                 # bootstraps the steps after the rollout
-                next_value = agent.get_value(as_tensor(next_obs, device))
+                next_value = agent.get_value(as_tensor(next_obs, device), memory.copy())
 
             # ADVANTAGES, backwards through the rollout, in numpy (128 tiny steps: cheaper than torch ops)
             values = b_values.cpu().numpy().reshape(args.num_steps, num_envs)
@@ -453,10 +479,13 @@ def train(args: Args) -> Agent:
                 # CleanRL: b_inds[start:end] in steps of batch_size // num_minibatches, which needs a batch that
                 # divides; the real transitions rarely do, and array_split's sizes differ by 1 at most
                 # (509 into 4: 128, 127, 127, 127, where slices of 127 would leave a fifth minibatch of 1)
-                for mb_inds in np.array_split(b_inds, args.num_minibatches):
+                minibatches = [(mb_inds, None) for mb_inds in np.array_split(b_inds, args.num_minibatches)]
+                if args.recurrent != "none":  # whole envs' real steps, replayed from the rollout's start (ppo_atari_lstm.py)
+                    minibatches = rollout_memory.minibatches(resets, args.num_minibatches)
+                for mb_inds, mb_memory in minibatches:
                     mb_inds = torch.as_tensor(mb_inds, device=device)
                     loss, stats = ppo_loss(agent, b_obs[mb_inds], b_actions[mb_inds], b_logprobs[mb_inds],
-                                           b_values[mb_inds], b_advantages[mb_inds], b_returns[mb_inds], args)
+                                           b_values[mb_inds], b_advantages[mb_inds], b_returns[mb_inds], args, mb_memory)
                     optimizer.zero_grad()
                     loss.backward()
                     all_reduce_gradients(agent, len(mb_inds))  # torchrun: the whole minibatch's gradient, in every process
@@ -502,6 +531,7 @@ def train(args: Args) -> Agent:
 #   presets, command line   PRESETS, FLAG_GROUPS (--help), parse_args, with_env_defaults (Args from Python), probe_env
 #   Atari and images        register_minatar, make_atari_envs, EndOfLifeAsTermination, NatureCNN (the Agent's trunk)
 #   any gymnasium space     with_plain_spaces, PartsObservation, ObservationEncoder, ActionLogits
+#   memory (--recurrent)    RecurrentLayer (the Agent's LSTM or GRU), RecurrentMemory (each env's state, the replays)
 #   continuous control      ClipAndNormalize (gymnasium's action clip and normalisation wrappers, as one layer)
 #   checking the flags      check_args, check_renders
 #   the run                 Run, open_run (checks, joins torchrun, makes or reopens runs/{name}), open_writer
@@ -704,8 +734,9 @@ FLAG_GROUPS = {
                    "clip_vloss", "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "mask_actions")),
     "continuous-control": ("the continuous-control details of Huang et al. (2022), through gymnasium's wrappers "
                            "(any action space)", ("norm_obs", "norm_reward", "clip_action")),
-    "networks": ("the actor's and the critic's MLPs for vector observations (images get the Nature CNN instead)",
-                 ("hidden_size", "activation", "ortho_init", "log_std_init")),
+    "networks": ("the actor's and the critic's MLPs for vector observations (images get the Nature CNN instead), "
+                 "and a memory under both", 
+                 ("hidden_size", "activation", "ortho_init", "log_std_init", "recurrent", "recurrent_size")),
     "checkpoints": ("checkpoints, resume, the saved model and its evaluation",
                     ("save_model", "checkpoint_every", "resume", "eval_episodes", "eval_only", "model_path")),
 }
@@ -935,11 +966,11 @@ class FireOnReset(gym.Wrapper):
         return self.env.reset(**kwargs) if terminated or truncated else (obs, info)
 
 
-def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None) -> gym.vector.VectorEnv:
+def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None, frames: int = 4) -> gym.vector.VectorEnv:
     """CleanRL's Atari preprocessing (ppo_atari.py's make_env), on gymnasium 1.x, from ale-py's own vector
     env: up to 30 no-ops after a reset (NoopResetEnv), 4 frames a step with the max over the last two
     (MaxAndSkipEnv), FIRE after a reset where the game needs it (FireResetEnv), 84x84 grayscale
-    (ResizeObservation, GrayScaleObservation), the last 4 stacked, channels first (FrameStack).
+    (ResizeObservation, GrayScaleObservation), the last 4 (`frames`) stacked, channels first (FrameStack).
     Rewards stay raw and a game ends at game over: make_envs adds CleanRL's end of life and reward
     clipping after RecordEpisodeStatistics. The env id gives the game, sticky actions and action set."""
     game = gym.spec(env_id).kwargs
@@ -949,7 +980,7 @@ def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None)
             game["game"], num_envs, repeat_action_probability=game.get("repeat_action_probability", 0.0),
             full_action_space=game.get("full_action_space", False), max_num_frames_per_episode=game.get(
                 "max_num_frames_per_episode", 108000), frameskip=4, maxpool=True, noop_max=30, img_height=84,
-            img_width=84, grayscale=True, stack_num=4, use_fire_reset=True, episodic_life=False,
+            img_width=84, grayscale=True, stack_num=frames, use_fire_reset=True, episodic_life=False,
             reward_clipping=False)
 
     def make_env(i):  # the same, from gymnasium's wrappers around Python envs: env 0 is filmed as a person sees it
@@ -959,7 +990,7 @@ def make_atari_envs(env_id: str, num_envs: int, video_folder: str | None = None)
         env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84)
         if fire:
             env = FireOnReset(env)
-        return gym.wrappers.FrameStackObservation(env, 4)
+        return gym.wrappers.FrameStackObservation(env, frames)
 
     return gym.vector.SyncVectorEnv([lambda i=i: make_env(i) for i in range(num_envs)])
 
@@ -1212,6 +1243,103 @@ class ActionLogits(nn.Module):
         return torch.cat([actor_out, zero, padding], -1)[:, self.rows]  # (batch, dims, most choices)
 
 
+# --recurrent: the Agent's memory. In the rollout (and evaluation) the recurrent layer takes one step of
+# every env at a time, from each env's state in a RecurrentMemory, which it moves on; the train loop zeroes
+# an env's state after its reset step (NEXT_STEP autoreset: the step after the one that ended the episode,
+# whose output is the new episode's first observation). The update replays whole envs' rollouts from the
+# state they started with: truncated backpropagation through time over the rollout, as ppo_atari_lstm.py.
+
+class RecurrentLayer(nn.Module):
+    """One LSTM or GRU layer over each env's features (CleanRL's ppo_atari_lstm.py: orthogonal weights, gain 1,
+    biases 0). Its state is a tuple, (h, c) for the LSTM and (h,) for the GRU, each (1, envs, size)."""
+
+    def __init__(self, kind: str, in_features: int, size: int):
+        super().__init__()
+        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](in_features, size)
+        for name, param in self.rnn.named_parameters():
+            if name.startswith("bias"):
+                nn.init.constant_(param, 0.0)
+            else:
+                nn.init.orthogonal_(param, 1.0)
+        self.is_lstm, self.size = kind == "lstm", size
+
+    def zero_state(self, num_envs: int) -> tuple:
+        zeros = self.rnn.weight_hh_l0.new_zeros(1, num_envs, self.size)
+        return (zeros, zeros.clone()) if self.is_lstm else (zeros,)
+
+    def step(self, sequence: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """nn.LSTM or nn.GRU over a (steps, envs, features) sequence in one call: (outputs, the state after it)."""
+        output, state = self.rnn(sequence, state if self.is_lstm else state[0])
+        return output, state if self.is_lstm else (state,)
+
+    def forward(self, features: torch.Tensor, memory: "RecurrentMemory | None") -> torch.Tensor:
+        if memory is None or not memory.state:
+            raise ValueError("a recurrent agent needs each env's state: agent.get_action(x, agent.initial_memory(len(x)))")
+        if memory.starts is None:  # one step of each env (the rollout, evaluation): the state moves on
+            output, memory.state = self.step(features.unsqueeze(0), memory.state)
+            return output[0]
+        # A replay: the given rows sit at memory.rows of the (steps, envs) sequence; the rest (reset steps) stay
+        # zeros, which nothing reads: their outputs are in no loss, and the state after them is zeroed.
+        steps, num_envs = memory.starts.shape
+        sequence = features.new_zeros(steps * num_envs, features.shape[-1])
+        sequence[memory.rows] = features
+        sequence = sequence.view(steps, num_envs, -1)
+        # One call over each stretch of steps in which no episode starts: torch's own loop over the steps (a
+        # Python loop per step is ppo_atari_lstm.py's), cut where any env's new episode begins.
+        cuts = [0, *np.flatnonzero(memory.starts.any(1)), steps]
+        state, outputs = memory.state, []
+        for start, end in zip(cuts[:-1], cuts[1:]):
+            if start > 0:
+                carry_on = torch.as_tensor(~memory.starts[start], device=features.device).view(1, num_envs, 1)
+                state = tuple(s * carry_on for s in state)  # = (1 - done) * state, at the new episodes' first steps
+            output, state = self.step(sequence[start:end], state)
+            outputs.append(output)
+        return torch.cat(outputs).view(steps * num_envs, -1)[memory.rows]
+
+
+class RecurrentMemory:
+    """Each env's state of the recurrent layer (empty without --recurrent: then every method does nothing).
+    In a replay, also where the rows a call gives sit in the envs' sequences: rows, flat indices into
+    (steps, envs), and starts (steps, envs), True at the first step of an episode that began in the rollout."""
+
+    def __init__(self, state: tuple, starts: np.ndarray | None = None, rows: torch.Tensor | None = None):
+        self.state, self.starts, self.rows = state, starts, rows
+
+    def copy(self) -> "RecurrentMemory":
+        return RecurrentMemory(tuple(s.clone() for s in self.state))
+
+    def forget(self, reset_step: np.ndarray) -> None:
+        """Zero the state of the envs whose step just taken was a reset step: their next step is a new episode's first."""
+        if self.state and reset_step.any():
+            carry_on = torch.as_tensor(~reset_step, device=self.state[0].device).view(1, -1, 1)
+            self.state = tuple(s * carry_on for s in self.state)
+
+    def replay(self, resets: np.ndarray, envs: np.ndarray | None = None, rows: np.ndarray | None = None):
+        """The memory that replays these envs' (all: None) whole rollout from this state, the one it began with; rows:
+        the steps given, flat indices into (steps, len(envs)) (None: all). resets: (steps, all envs), the rollout's."""
+        if not self.state:
+            return self
+        envs = np.arange(resets.shape[1]) if envs is None else envs
+        starts = np.zeros((len(resets), len(envs)), dtype=bool)
+        starts[1:] = resets[:-1, envs]  # after a reset step, the new episode's first step
+        rows = np.arange(starts.size) if rows is None else rows
+        device = self.state[0].device
+        return RecurrentMemory(tuple(s[:, torch.as_tensor(envs, device=device)] for s in self.state), starts,
+                               torch.as_tensor(rows, device=device))
+
+    def minibatches(self, resets: np.ndarray, num_minibatches: int) -> list:
+        """The update's minibatches under --recurrent: whole envs, shuffled, num_minibatches groups of them (as
+        ppo_atari_lstm.py's envsperbatch, but sizes may differ by one); each (the group's real steps as
+        indices of the flat batch, (steps * envs), and the memory that replays that group)."""
+        steps, num_envs = resets.shape
+        batches = []
+        for envs in np.array_split(np.random.permutation(num_envs), num_minibatches):
+            real = ~resets[:, envs]  # (steps, len(envs)): reset steps stay out of every loss
+            flat_indices = np.arange(steps * num_envs).reshape(steps, num_envs)[:, envs]
+            batches.append((flat_indices[real], self.replay(resets, envs, np.flatnonzero(real))))
+        return batches
+
+
 # The continuous-control wrappers (`make_envs`). With one env, as at ppo_continuous_action.py's
 # defaults, each of gymnasium's wrappers costs as much per step as the arithmetic it does: five
 # layers, and np.mean and np.var on a batch of one observation.
@@ -1322,7 +1450,7 @@ def check_args(args: Args) -> None:
     if args.capture_video:
         check_renders(args.env_id)
     for name in ["total_timesteps", "learning_rate", "num_envs", "num_steps", "num_minibatches", "update_epochs",
-                 "clip_coef", "max_grad_norm", "hidden_size"]:
+                 "clip_coef", "max_grad_norm", "hidden_size", "recurrent_size"]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ["ent_coef", "vf_coef", "checkpoint_every", "eval_episodes"]:
@@ -1363,6 +1491,9 @@ def check_args(args: Args) -> None:
                           f"{args.num_steps} steps{' per process' if world_size > 1 else ''}: if episodes end "
                           f"often, as few as {fewest_real} transitions are real (reset steps are left out), and "
                           f"each minibatch needs 2")
+    if args.recurrent != "none" and num_envs < args.num_minibatches:
+        raise ConfigError(f"--recurrent: each minibatch takes whole envs, and --num-minibatches {args.num_minibatches} "
+                          f"is more than the {num_envs} envs{' per process' if world_size > 1 else ''}")
     if args.total_timesteps < batch_size:
         raise ConfigError(f"--total-timesteps {args.total_timesteps} is smaller than one batch "
                           f"(num_envs * num_steps = {batch_size})")
@@ -1410,7 +1541,7 @@ class Run:
 # Flags a resumed run cannot change: they decide what the agent sees, and the shape and length of the run.
 RESUME_FIXED = ["env_id", "seed", "num_envs", "num_steps", "total_timesteps", "exp_name", "gamma",
                 "norm_obs", "norm_reward", "clip_action", "preset", "hidden_size", "activation", "ortho_init",
-                "log_std_init"]
+                "log_std_init", "recurrent", "recurrent_size"]
 
 
 def open_run(args: Args) -> Run:
@@ -1908,10 +2039,13 @@ def evaluate(agent: Agent, args: Args, episodes: int, device, video_folder: str 
     obs, _ = envs.reset(seed=args.seed + 100_000)  # not the seeds training started from
     returns = []
     steps_in_episode = 0
+    memory, done = agent.initial_memory(1), np.zeros(1, dtype=bool)  # --recurrent: the state, through each episode
     while len(returns) < episodes and not (stop is not None and stop.signum):
         with torch.inference_mode():
-            action = agent.get_greedy_action(as_tensor(obs, device))
-        obs, _, _, _, info = envs.step(action.cpu().numpy())
+            action = agent.get_greedy_action(as_tensor(obs, device), memory)
+            memory.forget(done)  # after a reset step
+        obs, _, terminated, truncated, info = envs.step(action.cpu().numpy())
+        done = terminated | truncated
         steps_in_episode += 1
         if "episode" in info:
             returns.append(float(info["episode"]["r"][0]))
@@ -1941,12 +2075,13 @@ def evaluate_saved_model(args: Args) -> Agent:
         state = torch.load(args.model_path, map_location=device, weights_only=True)
         obs_stats = {key[len("obs_rms."):]: state.pop(key).cpu() for key in list(state) if key.startswith("obs_rms.")}
         envs = make_envs(replace(args, norm_obs=False, norm_reward=False), 1)
-        agent = Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init).to(device)
+        agent = Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init, args.recurrent,
+                      args.recurrent_size).to(device)
         envs.close()
         try:
             agent.load_state_dict(state)
         except RuntimeError as e:  # torch lists each layer that does not fit: name the first, and the likely cause
-            raise ValueError(f"{str(e).splitlines()[1].strip()} (trained with other network flags: --hidden-size?)")
+            raise ValueError(f"{str(e).splitlines()[1].strip()} (trained with other network flags: --hidden-size, --recurrent?)")
     except Exception as e:  # missing, truncated, foreign, for another env or network, or pickled code
         raise ConfigError(f"cannot load model {args.model_path} for {args.env_id}: {first_line(e)}") from None
     run_name = new_run_dir(replace(args, exp_name=f"{args.exp_name}-eval"))

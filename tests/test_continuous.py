@@ -123,7 +123,7 @@ def test_observations_are_normalised_in_training_and_frozen_in_evaluation(in_tmp
     obs_stats = {"mean": torch.full((3,), 90.0, dtype=torch.float64), "var": torch.full((3,), 4.0, dtype=torch.float64)}
     inputs = []
     real_greedy = agent.get_greedy_action
-    monkeypatch.setattr(agent, "get_greedy_action", lambda x: inputs.append(x.clone()) or real_greedy(x))
+    monkeypatch.setattr(agent, "get_greedy_action", lambda x, *memory: inputs.append(x.clone()) or real_greedy(x, *memory))
     ppo.evaluate(agent, ppo.Args(env_id="toy_envs:BoxAction-v0"), episodes=3, device="cpu", obs_stats=obs_stats)
     inputs = torch.cat(inputs)
     assert len(inputs) == 3 * 8 + 2  # 3 episodes of 8 steps, and the reset steps between them

@@ -130,7 +130,7 @@ def test_a_checkpoint_from_before_the_network_flags_resumes_with_their_defaults(
 def evaluation_inputs(monkeypatch, model_path, *flags):
     inputs = []
     real_greedy = ppo.Agent.get_greedy_action
-    monkeypatch.setattr(ppo.Agent, "get_greedy_action", lambda self, x: inputs.append(x.clone()) or real_greedy(self, x))
+    monkeypatch.setattr(ppo.Agent, "get_greedy_action", lambda self, x, *memory: inputs.append(x.clone()) or real_greedy(self, x, *memory))
     ppo.evaluate_saved_model(ppo.parse_args(["--env-id", "toy_envs:BoxAction-v0", "--eval-only", "--eval-episodes",
                                              "2", "--model-path", str(model_path), *flags]))
     return torch.cat(inputs)
@@ -346,7 +346,7 @@ def test_a_resumed_evaluation_logs_each_episode_once(in_tmp, monkeypatch, capsys
     finished run resumed again logs nothing more."""
     calls = []
     real_greedy = ppo.Agent.get_greedy_action
-    monkeypatch.setattr(ppo.Agent, "get_greedy_action", lambda self, x: calls.append(1) or real_greedy(self, x))
+    monkeypatch.setattr(ppo.Agent, "get_greedy_action", lambda self, x, *memory: calls.append(1) or real_greedy(self, x, *memory))
     signal_once_in(monkeypatch, ppo.Agent, "get_greedy_action", signal.SIGINT, when=lambda: len(calls) == 14)
     flags = ["--env-id", "toy_envs:Counter-v0", "--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2",
              "--total-timesteps", "64", "--eval-episodes", "4"]

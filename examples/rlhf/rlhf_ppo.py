@@ -279,8 +279,9 @@ class TokenAgent(nn.Module):
         value = response_outputs(self.critic, sequences).squeeze(-1)
         return log_prob, entropy, value
 
-    def get_action_and_value(self, sequences: torch.Tensor, responses: torch.Tensor):
-        """(action, log_prob, entropy, value) of each kept response token, each (tokens,)."""
+    def get_action_and_value(self, sequences: torch.Tensor, responses: torch.Tensor, memory=None):
+        """(action, log_prob, entropy, value) of each kept response token, each (tokens,). (memory: ppo.py's
+        --recurrent state, which ppo_loss passes on; None here: the transformer reads the whole sequence.)"""
         log_prob, entropy, value = self.score(sequences)
         mask = response_mask(responses)
         return responses[mask], log_prob[mask], entropy[mask], value[mask]
