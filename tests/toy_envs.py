@@ -315,3 +315,54 @@ _register_any("EmptyMask-v0", mask="info", empty_mask_at=6)  # a mask that allow
 _register_any("TextObs-v0", gym.spaces.Dict({"image": _IMAGE, "mission": gym.spaces.Text(20)}))  # MiniGrid's shape
 _register_any("SequenceObs-v0", gym.spaces.Sequence(gym.spaces.Discrete(3)))
 _register_any("DictAction-v0", action_space=gym.spaces.Dict({"move": gym.spaces.Discrete(2)}))
+
+
+class EpisodeClockEnv(gym.Env):
+    """obs = [t, final]: t the steps taken in this episode, final 1 on the observation that ends it, which the
+    agent sees only at the reset step. Episodes last 2, 3, 4, 5, 6 steps in turn (each copy, seeded apart,
+    starts elsewhere in the cycle), and every other one ends by truncation. A recurrent state zeroed exactly
+    where each episode's first observation comes has taken t + 1 steps when it reads [t, final]."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, np.inf, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.episode = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.episode = seed % 5
+        self.episode += 1
+        self.t, self.length = 0, 2 + self.episode % 5
+        return np.array([0.0, 0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        over = self.t >= self.length
+        obs = np.array([self.t, float(over)], np.float32)
+        return obs, float(action), over and self.episode % 2 == 0, over and self.episode % 2 == 1, {}
+
+
+class RememberCueEnv(gym.Env):
+    """A task only a memory solves: the first observation shows a cue, [+1, 0] or [-1, 0], the next two show
+    [0, 0], then [0, 1] asks for it: action 1 for +1, 0 for -1, reward +1 if right and -1 if wrong, and the
+    episode ends (the other steps pay 0). Without a memory the best is 0 on average; with one, 1."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.cue = 0, float(self.np_random.choice([-1.0, 1.0]))
+        return np.array([self.cue, 0.0], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t <= 3:
+            return np.array([0.0, float(self.t == 3)], np.float32), 0.0, False, False, {}
+        return np.array([0.0, 0.0], np.float32), 1.0 if (action == 1) == (self.cue > 0) else -1.0, True, False, {}
+
+
+gym.register("EpisodeClock-v0", entry_point=EpisodeClockEnv)
+gym.register("RememberCue-v0", entry_point=RememberCueEnv)
