@@ -309,3 +309,16 @@ def test_two_processes_train_one_agent_on_a_dict_env_with_an_action_mask(tmp_pat
     assert first["observation/camera"].dtype == np.uint8 and first["observation/camera"].shape == (2, 8, 8, 3)
     assert first["action_mask"].shape == (2, 3)
     assert "eval: mean return" in out
+
+
+def test_two_processes_train_one_recurrent_agent(tmp_path):
+    """--recurrent under torchrun (issue #33): each process keeps its own envs' states and replays its own
+    envs; the minibatch's gradient is all-reduced, so the LSTM's weights stay one agent's."""
+    flags = ["--env-id", "toy_envs:RememberCue-v0", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2",
+             "--update-epochs", "2", "--total-timesteps", "128", "--recurrent", "lstm", "--eval-episodes", "2"]
+    code, out = finish(start(flags, tmp_path))
+    assert code == 0, out
+    rank0, rank1 = ranks(tmp_path)
+    assert rank0["iteration"] == rank1["iteration"] == 2
+    assert "memory.rnn.weight_hh_l0" in rank0["weights"]
+    assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
