@@ -195,15 +195,16 @@ class Agent(nn.Module):
         n_outputs = action_space.shape[0] if self.continuous else self.action_logits.n_outputs
         if self.continuous:  # the Gaussian's log std: learned, not a function of the state (CleanRL: zeros)
             self.actor_logstd = nn.Parameter(torch.full((1, n_outputs), float(log_std_init)))
-        # vectors go to the actor and the critic as they are; Discrete, Dict, ...: as features (ObservationEncoder, below)
-        self.trunk = NatureCNN(obs_space) if is_image(obs_space) else (
-            nn.Identity() if isinstance(obs_space, gym.spaces.Box) else ObservationEncoder(obs_space))
-        obs_size = obs_space.shape[0] if isinstance(obs_space, gym.spaces.Box) and not is_image(obs_space) else (
-            self.trunk.out_features)
-        # --recurrent: an LSTM or GRU over each env's features, step after step (RecurrentLayer, below); None without
-        self.memory = None if recurrent == "none" else RecurrentLayer(recurrent, obs_size, recurrent_size)
-        obs_size = obs_size if self.memory is None else recurrent_size
         if is_image(obs_space):  # images: CleanRL's ppo_atari.py agent, one CNN trunk under two linear heads
+            self.trunk = NatureCNN(obs_space)
+        else:  # vectors go to the actor and the critic as they are; Discrete, Dict, ...: as features (ObservationEncoder, below)
+            self.trunk = nn.Identity() if isinstance(obs_space, gym.spaces.Box) else ObservationEncoder(obs_space)
+        obs_size = obs_space.shape[0] if isinstance(self.trunk, nn.Identity) else self.trunk.out_features
+        # --recurrent: an LSTM or GRU over each env's features, step after step (RecurrentLayer, below); None without
+        self.recurrent = None if recurrent == "none" else RecurrentLayer(recurrent, obs_size, recurrent_size)
+        if self.recurrent is not None:
+            obs_size = recurrent_size  # the heads read its output
+        if is_image(obs_space):
             self.critic = layer_init(nn.Linear(obs_size, 1), std=1.0)
             self.actor = layer_init(nn.Linear(obs_size, n_outputs), std=0.01)
             return
@@ -231,12 +232,12 @@ class Agent(nn.Module):
 
     def initial_memory(self, num_envs: int) -> "RecurrentMemory":
         """--recurrent: each env's state where an episode starts (zeros); without it, an empty memory."""
-        return RecurrentMemory(() if self.memory is None else self.memory.zero_state(num_envs))
+        return RecurrentMemory(() if self.recurrent is None else self.recurrent.zero_state(num_envs))
 
     def features(self, x: torch.Tensor, memory=None) -> torch.Tensor:
         """The trunk's features; with --recurrent, through the recurrent layer, from each env's state in memory."""
         hidden = self.trunk(x)
-        return hidden if self.memory is None else self.memory(hidden, memory)
+        return hidden if self.recurrent is None else self.recurrent(hidden, memory)
 
     def get_value(self, x: torch.Tensor, memory=None) -> torch.Tensor:
         return self.critic(self.features(x, memory)).squeeze(-1)  # (batch,); CleanRL keeps (batch, 1) and flattens later
@@ -1267,7 +1268,7 @@ class RecurrentLayer(nn.Module):
         zeros = self.rnn.weight_hh_l0.new_zeros(1, num_envs, self.size)
         return (zeros, zeros.clone()) if self.is_lstm else (zeros,)
 
-    def step(self, sequence: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+    def unroll(self, sequence: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
         """nn.LSTM or nn.GRU over a (steps, envs, features) sequence in one call: (outputs, the state after it)."""
         output, state = self.rnn(sequence, state if self.is_lstm else state[0])
         return output, state if self.is_lstm else (state,)
@@ -1276,7 +1277,7 @@ class RecurrentLayer(nn.Module):
         if memory is None or not memory.state:
             raise ValueError("a recurrent agent needs each env's state: agent.get_action(x, agent.initial_memory(len(x)))")
         if memory.starts is None:  # one step of each env (the rollout, evaluation): the state moves on
-            output, memory.state = self.step(features.unsqueeze(0), memory.state)
+            output, memory.state = self.unroll(features.unsqueeze(0), memory.state)
             return output[0]
         # A replay: the given rows sit at memory.rows of the (steps, envs) sequence; the rest (reset steps) stay
         # zeros, which nothing reads: their outputs are in no loss, and the state after them is zeroed.
@@ -1292,7 +1293,7 @@ class RecurrentLayer(nn.Module):
             if start > 0:
                 carry_on = torch.as_tensor(~memory.starts[start], device=features.device).view(1, num_envs, 1)
                 state = tuple(s * carry_on for s in state)  # = (1 - done) * state, at the new episodes' first steps
-            output, state = self.step(sequence[start:end], state)
+            output, state = self.unroll(sequence[start:end], state)
             outputs.append(output)
         return torch.cat(outputs).view(steps * num_envs, -1)[memory.rows]
 
@@ -2081,7 +2082,7 @@ def evaluate_saved_model(args: Args) -> Agent:
         try:
             agent.load_state_dict(state)
         except RuntimeError as e:  # torch lists each layer that does not fit: name the first, and the likely cause
-            raise ValueError(f"{str(e).splitlines()[1].strip()} (trained with other network flags: --hidden-size, --recurrent?)")
+            raise ValueError(f"trained with other network flags (--hidden-size? --recurrent?): {str(e).splitlines()[1].strip()}")
     except Exception as e:  # missing, truncated, foreign, for another env or network, or pickled code
         raise ConfigError(f"cannot load model {args.model_path} for {args.env_id}: {first_line(e)}") from None
     run_name = new_run_dir(replace(args, exp_name=f"{args.exp_name}-eval"))

@@ -16,7 +16,9 @@
   epochs: 500; an LSTM of 128: 358; 200k steps at 20 epochs: 332). ppo.py runs with --recurrent gru too.
 - popgym: POPGym's RepeatPreviousEasy (popgym 1.0.7; pip install popgym): each step shows one of 4
   suits, and the action must name the suit shown 4 steps before; 51 steps, 48 of them scored +-1/48,
-  so a perfect memory scores 1.0 and guessing -0.5 on average. ppo.py with and without --recurrent.
+  so a perfect memory scores 1.0 and guessing -0.5 on average. ppo.py with and without --recurrent,
+  1M steps, 16 envs x 128 steps, lr 1e-3, no entropy bonus (screened on seed 1 at 500k steps: lr 1e-3
+  reached a training mean of 0.95, CleanRL's 2.5e-4 -0.06 at 300k).
 
 Each run's score: the greedy policy's mean return over --eval-episodes episodes after training (its
 memory carried through each episode), and the mean of its last 100 training episodes. Wall and CPU
@@ -46,7 +48,7 @@ MEMORY_FLAGS = ["--num-envs", "8", "--num-steps", "32", "--num-minibatches", "1"
 ENVS = {
     "cartpole": ("memory_envs:CartPoleNoVel-v1", MEMORY_FLAGS),
     "popgym": ("popgym:popgym-RepeatPreviousEasy-v0", ["--total-timesteps", "1000000", "--num-envs", "16",
-                                                       "--num-steps", "128", "--ent-coef", "0.0"]),
+                                                       "--num-steps", "128", "--ent-coef", "0", "--learning-rate", "1e-3"]),
 }
 
 

@@ -62,11 +62,11 @@ def test_cuda_trains_a_recurrent_agent_whose_replay_matches_the_cpus(in_tmp):
     agent = ppo.train(ppo.parse_args(["--env-id", "CartPole-v1", "--recurrent", "lstm", "--num-envs", "4",
                                       "--num-steps", "32", "--num-minibatches", "2", "--total-timesteps", "256",
                                       "--eval-episodes", "2"]))
-    assert agent.memory.rnn.weight_hh_l0.is_cuda
+    assert agent.recurrent.rnn.weight_hh_l0.is_cuda
     resets = torch.rand(32, 4).numpy() < 0.1
     features = torch.randn(32 * 4, 4)
     state = tuple(torch.randn(1, 4, 128) for _ in range(2))
-    on_gpu = agent.memory(features.cuda(), ppo.RecurrentMemory(tuple(s.cuda() for s in state)).replay(resets))
+    on_gpu = agent.recurrent(features.cuda(), ppo.RecurrentMemory(tuple(s.cuda() for s in state)).replay(resets))
     agent.cpu()
-    on_cpu = agent.memory(features, ppo.RecurrentMemory(state).replay(resets))
+    on_cpu = agent.recurrent(features, ppo.RecurrentMemory(state).replay(resets))
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=1e-4, atol=1e-5)

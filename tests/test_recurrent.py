@@ -17,8 +17,8 @@ CLOCK = ["--env-id", "toy_envs:EpisodeClock-v0", "--num-envs", "4", "--num-steps
          "--update-epochs", "2", "--total-timesteps", "128", "--checkpoint-every", "0"]
 
 
-def counting_step(self, sequence, state):
-    """Stands in for RecurrentLayer.step (nn.LSTM or nn.GRU): each unit of its state counts the steps taken
+def counting_unroll(self, sequence, state):
+    """Stands in for RecurrentLayer.unroll (nn.LSTM or nn.GRU): each unit of its state counts the steps taken
     since it was last zeroed, and outputs the count."""
     counts = state[0] + torch.arange(1, len(sequence) + 1, dtype=sequence.dtype).view(-1, 1, 1)  # (steps, envs, size)
     return counts, (counts[-1:],) + tuple(state[1:])
@@ -36,7 +36,7 @@ def recurrent_calls(monkeypatch):
         calls.append((features.detach().clone(), output.detach().clone(), memory.starts is None))
         return output
 
-    monkeypatch.setattr(ppo.RecurrentLayer, "step", counting_step)
+    monkeypatch.setattr(ppo.RecurrentLayer, "unroll", counting_unroll)
     monkeypatch.setattr(ppo.RecurrentLayer, "forward", recording_forward)
     return calls
 
@@ -133,7 +133,7 @@ def test_a_resumed_recurrent_run_ends_bit_identical_to_an_uninterrupted_one(in_t
     monkeypatch.setattr(ppo.stop_on_signal, "requested", real_requested)
     (run_dir,) = (in_tmp / "runs").glob("*halves*")
     resumed = ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
-    assert any(name.startswith("memory.rnn.") for name in whole.state_dict())
+    assert any(name.startswith("recurrent.rnn.") for name in whole.state_dict())
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 

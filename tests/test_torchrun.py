@@ -320,5 +320,5 @@ def test_two_processes_train_one_recurrent_agent(tmp_path):
     assert code == 0, out
     rank0, rank1 = ranks(tmp_path)
     assert rank0["iteration"] == rank1["iteration"] == 2
-    assert "memory.rnn.weight_hh_l0" in rank0["weights"]
+    assert "recurrent.rnn.weight_hh_l0" in rank0["weights"]
     assert all(torch.equal(rank0["weights"][k], rank1["weights"][k]) for k in rank0["weights"])
