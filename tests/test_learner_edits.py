@@ -42,7 +42,9 @@ def train_edited(module, **flags):
     train() seeds torch, then makes the envs and the Agent: the same steps give its initial weights."""
     args = module.Args(**{**FLAGS, **flags})
     torch.manual_seed(args.seed)
-    initial = {name: p.detach().clone() for name, p in module.Agent(module.make_envs(args, args.num_envs)).named_parameters()}
+    agent = module.Agent(module.make_envs(args, args.num_envs), args.hidden_size, args.activation, args.ortho_init,
+                         args.log_std_init, args.recurrent, args.recurrent_size)
+    initial = {name: p.detach().clone() for name, p in agent.named_parameters()}
     agent = module.train(args)
     final = dict(agent.named_parameters())
     run_dir = max((Path.cwd() / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
@@ -199,3 +201,25 @@ def test_a_field_renamed_in_args_alone_is_one_line(in_tmp):
     edited = edited_ppo(in_tmp, ("    ent_coef: float = 0.01\n", "    entropy_coef: float = 0.01\n"))
     with pytest.raises(edited.ConfigError, match=r"^FLAG_GROUPS names ent_coef, which Args has not: edit FLAG_GROUPS$"):
         edited.parse_args([])
+
+
+# the edits hold with a memory (issue #33): the recurrent layer frozen, or a shared trunk above it
+RECURRENT_NAMES = {f"recurrent.rnn.{kind}_{part}_l0" for kind in ("weight", "bias") for part in ("ih", "hh")}
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_frozen_recurrent_layer(in_tmp, kind):
+    ppo = edited_ppo(in_tmp, (ACTOR_END, ACTOR_END + "        self.recurrent.requires_grad_(False)  # a fixed random memory\n"))
+    initial, final, _ = train_edited(ppo, env_id="toy_envs:RememberCue-v0", recurrent=kind)
+    assert_trained(initial, final, untouched=RECURRENT_NAMES)
+
+
+def test_a_shared_trunk_above_a_memory(in_tmp):
+    shared = """        trunk = nn.Sequential(layer_init(nn.Linear(obs_size, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh())
+        self.critic = nn.Sequential(trunk, layer_init(nn.Linear(64, 1), std=1.0))
+        self.actor = nn.Sequential(trunk, layer_init(nn.Linear(64, n_outputs), std=0.01))
+"""
+    ppo = edited_ppo(in_tmp, (NETWORKS, shared))
+    initial, final, _ = train_edited(ppo, env_id="toy_envs:NestedObs-v0", recurrent="lstm")
+    assert RECURRENT_NAMES <= set(final) and not any(name.startswith("actor.0.") for name in final)
+    assert_trained(initial, final)
