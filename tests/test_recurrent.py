@@ -199,3 +199,40 @@ def test_a_resume_may_not_add_or_drop_the_memory(in_tmp, capsys):
     capsys.readouterr()
     assert ppo.main(["--resume", str(run_dir), "--recurrent", "lstm"]) == 2
     assert "--recurrent" in capsys.readouterr().err
+
+
+def test_cartpole_novel_hides_the_velocities_and_nothing_else():
+    import sys
+
+    sys.path.insert(0, str(ppo_root() / "benchmarks"))
+    import gymnasium as gym
+    import memory_envs  # noqa: F401
+
+    hidden, plain = gym.make("CartPoleNoVel-v1"), gym.make("CartPole-v1")
+    (a, _), (b, _) = hidden.reset(seed=3), plain.reset(seed=3)
+    for _ in range(20):
+        assert a[1] == a[3] == 0 and a[0] == b[0] and a[2] == b[2] and b[1] != 0
+        (a, _, done, _, _), (b, *_) = hidden.step(1), plain.step(1)
+        if done:
+            break
+    assert hidden.spec.max_episode_steps == 500  # CartPole-v1's time limit, inside
+
+
+@pytest.mark.slow
+def test_the_memory_benchmark_runs_and_tabulates(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(ppo_root() / "benchmarks" / "memory.py"), "--seeds", "1",
+                             "--total-timesteps", "512", "--eval-episodes", "2", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ppo.py")]
+    assert [row.split(" | ")[0] for row in rows] == ["| ppo.py --recurrent lstm", "| ppo.py --recurrent gru",
+                                                     "| ppo.py, no memory"]
+
+
+def ppo_root():
+    from pathlib import Path
+
+    return Path(ppo.__file__).resolve().parent
