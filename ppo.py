@@ -480,8 +480,9 @@ def train(args: Args) -> Agent:
                 # CleanRL: b_inds[start:end] in steps of batch_size // num_minibatches, which needs a batch that
                 # divides; the real transitions rarely do, and array_split's sizes differ by 1 at most
                 # (509 into 4: 128, 127, 127, 127, where slices of 127 would leave a fifth minibatch of 1)
-                minibatches = [(mb_inds, None) for mb_inds in np.array_split(b_inds, args.num_minibatches)]
-                if args.recurrent != "none":  # whole envs' real steps, replayed from the rollout's start (ppo_atari_lstm.py)
+                if args.recurrent == "none":
+                    minibatches = [(mb_inds, None) for mb_inds in np.array_split(b_inds, args.num_minibatches)]
+                else:  # whole envs' real steps, each replayed from the rollout's start (ppo_atari_lstm.py's envsperbatch)
                     minibatches = rollout_memory.minibatches(resets, args.num_minibatches)
                 for mb_inds, mb_memory in minibatches:
                     mb_inds = torch.as_tensor(mb_inds, device=device)

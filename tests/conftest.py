@@ -50,3 +50,32 @@ def loss_inputs(monkeypatch):
 
     monkeypatch.setattr(ppo, "ppo_loss", recording_loss)
     return calls
+
+
+def whole_and_resumed(flags, tmp_path, monkeypatch):
+    """Train `flags` straight through, then again stopped as by a Ctrl-C during iteration 2 and resumed
+    from its checkpoint (written every iteration): (the whole run's agent, the resumed run's agent)."""
+    import contextlib
+    import io
+
+    import torch
+
+    import ppo
+
+    whole = ppo.train(ppo.parse_args(flags + ["--exp-name", "whole"]))
+    calls = {"n": 0}
+    real_requested = ppo.stop_on_signal.requested
+
+    def stop_after_two(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            self.signum = 2
+        return real_requested(self)
+
+    monkeypatch.setattr(ppo.stop_on_signal, "requested", stop_after_two)
+    with pytest.raises(ppo.TrainingInterrupted), contextlib.redirect_stderr(io.StringIO()):
+        ppo.train(ppo.parse_args(flags + ["--exp-name", "halves"]))
+    monkeypatch.setattr(ppo.stop_on_signal, "requested", real_requested)
+    (run_dir,) = (tmp_path / "runs").glob("*halves*")
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 2
+    return whole, ppo.train(ppo.parse_args(["--resume", str(run_dir)]))

@@ -3,14 +3,13 @@ after the reset step, under gymnasium 1.x's NEXT_STEP autoreset) and nowhere els
 update's replays and in evaluation; the replay gives back the rollout's own log-probs; reset steps stay
 out of every loss; a resume ends bit-identical; a memory task that only a memory solves is learned."""
 
-import contextlib
-import io
 
 import numpy as np
 import pytest
 import torch
 
 import ppo
+from conftest import whole_and_resumed
 import toy_envs  # noqa: F401  (EpisodeClock-v0, RememberCue-v0)
 
 CLOCK = ["--env-id", "toy_envs:EpisodeClock-v0", "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2",
@@ -117,22 +116,7 @@ def test_a_resumed_recurrent_run_ends_bit_identical_to_an_uninterrupted_one(in_t
     run saw. The replay, the minibatches of whole envs and the random states all continue exactly."""
     flags = ["--env-id", "toy_envs:NestedObs-v0", "--num-envs", "2", "--num-steps", "5", "--num-minibatches", "2",
              "--update-epochs", "2", "--total-timesteps", "40", "--checkpoint-every", "1", "--recurrent", kind]
-    whole = ppo.train(ppo.parse_args(flags + ["--exp-name", "whole"]))
-    calls = {"n": 0}
-    real_requested = ppo.stop_on_signal.requested
-
-    def stop_after_two(self):  # as a Ctrl-C during iteration 2
-        calls["n"] += 1
-        if calls["n"] == 2:
-            self.signum = 2
-        return real_requested(self)
-
-    monkeypatch.setattr(ppo.stop_on_signal, "requested", stop_after_two)
-    with pytest.raises(ppo.TrainingInterrupted), contextlib.redirect_stderr(io.StringIO()):
-        ppo.train(ppo.parse_args(flags + ["--exp-name", "halves"]))
-    monkeypatch.setattr(ppo.stop_on_signal, "requested", real_requested)
-    (run_dir,) = (in_tmp / "runs").glob("*halves*")
-    resumed = ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
+    whole, resumed = whole_and_resumed(flags, in_tmp, monkeypatch)
     assert any(name.startswith("recurrent.rnn.") for name in whole.state_dict())
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name

@@ -3,8 +3,6 @@ MultiBinary, Box-of-any-rank, Dict and Tuple observations; invalid-action masks.
 against torch.distributions, the encodings against hand-made one-hots, the storage's dtypes, masks that
 are never broken, and runs on each space that train, resume, evaluate and film."""
 
-import contextlib
-import io
 
 import gymnasium as gym
 import numpy as np
@@ -13,7 +11,7 @@ import torch
 
 import ppo
 import toy_envs
-from conftest import read_scalars
+from conftest import read_scalars, whole_and_resumed
 
 TINY = ["--num-envs", "2", "--num-steps", "16", "--num-minibatches", "2", "--update-epochs", "2",
         "--total-timesteps", "64"]
@@ -204,23 +202,7 @@ def test_a_resumed_run_on_a_dict_env_ends_bit_identical_to_an_uninterrupted_one(
     steps ends where a fresh reset starts, so a resume (which resets the envs) sees what the run saw."""
     flags = ["--env-id", "toy_envs:NestedObs-v0", "--num-envs", "2", "--num-steps", "5", "--num-minibatches", "2",
              "--update-epochs", "2", "--total-timesteps", "40", "--checkpoint-every", "1"]
-    whole = ppo.train(ppo.parse_args(flags + ["--exp-name", "whole"]))
-    calls = {"n": 0}
-    real_requested = ppo.stop_on_signal.requested
-
-    def stop_after_two(self):  # as a Ctrl-C during iteration 2
-        calls["n"] += 1
-        if calls["n"] == 2:
-            self.signum = 2
-        return real_requested(self)
-
-    monkeypatch.setattr(ppo.stop_on_signal, "requested", stop_after_two)
-    with pytest.raises(ppo.TrainingInterrupted), contextlib.redirect_stderr(io.StringIO()):
-        ppo.train(ppo.parse_args(flags + ["--exp-name", "halves"]))
-    monkeypatch.setattr(ppo.stop_on_signal, "requested", real_requested)
-    (run_dir,) = (in_tmp / "runs").glob("*halves*")
-    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"] == 2
-    resumed = ppo.train(ppo.parse_args(["--resume", str(run_dir)]))
+    whole, resumed = whole_and_resumed(flags, in_tmp, monkeypatch)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
