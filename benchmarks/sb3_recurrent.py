@@ -23,6 +23,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import memory_envs  # noqa: E402, F401  (registers CartPoleNoVel-v1)
+from sb3_ppo import episode_logger  # noqa: E402
 
 
 def main():
@@ -35,20 +36,12 @@ def main():
     try:
         import torch.nn as nn
         from sb3_contrib import RecurrentPPO
-        from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.vec_env import VecNormalize
     except ImportError:
         raise SystemExit("error: this benchmark needs sb3-contrib: pip install sb3-contrib") from None
 
     writer = SummaryWriter(f"runs/{cli.env_id}__sb3_recurrent_ppo__{cli.seed}__{int(time.time())}")
-
-    class EpisodeLogger(BaseCallback):
-        def _on_step(self) -> bool:
-            for info in self.locals["infos"]:
-                if "episode" in info:  # SB3's Monitor wrapper, on the step that ends an episode
-                    writer.add_scalar("charts/episodic_return", info["episode"]["r"], self.num_timesteps)
-            return True
 
     envs = VecNormalize(make_vec_env(cli.env_id, n_envs=8, seed=cli.seed), gamma=0.98)
     model = RecurrentPPO(
@@ -58,7 +51,7 @@ def main():
         policy_kwargs=dict(ortho_init=False, activation_fn=nn.ReLU, lstm_hidden_size=64, enable_critic_lstm=True,
                            net_arch=dict(pi=[64], vf=[64])),
         seed=cli.seed, device="cpu", verbose=0)
-    model.learn(total_timesteps=cli.total_timesteps, callback=EpisodeLogger())
+    model.learn(total_timesteps=cli.total_timesteps, callback=episode_logger(writer))
 
     # The greedy policy, its LSTM state carried through each episode, on observations normalised as in training
     envs.training, envs.norm_reward = False, False
