@@ -52,6 +52,8 @@ class Args:
     """if toggled, `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
     """if toggled, use CUDA when it is available"""
+    torch_threads: int = 0
+    """torch's CPU threads; 0: 1 for MLPs, the cores for a CNN (shared under torchrun), or OMP_NUM_THREADS if set"""
     backend: Literal["auto", "gloo", "nccl"] = "auto"
     """under torchrun, the torch.distributed backend: auto is nccl with CUDA, gloo on the CPU"""
     track: bool = False
@@ -378,11 +380,11 @@ def train(args: Args) -> Agent:
     np.random.seed(args.seed + run.rank)
     torch.manual_seed(args.seed + run.rank)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-    torch.set_num_threads(1)  # not in CleanRL: at these sizes more threads only add synchronisation
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
     envs = make_envs(args, num_envs, f"videos/{run.name}" if args.capture_video and run.rank == 0 else None)
+    torch.set_num_threads(torch_threads(args, envs.single_observation_space))  # not in CleanRL: 1 for MLPs, the cores for a CNN
     agent = Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init, args.recurrent,
                   args.recurrent_size).to(device)
     optimizer = ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
@@ -536,7 +538,8 @@ def train(args: Args) -> Agent:
 #   memory (--recurrent)    RecurrentLayer (the Agent's LSTM or GRU), RecurrentMemory (each env's state, the replays)
 #   continuous control      ClipAndNormalize (gymnasium's action clip and normalisation wrappers, as one layer)
 #   checking the flags      check_args, check_renders
-#   the run                 Run, open_run (checks, joins torchrun, makes or reopens runs/{name}), open_writer
+#   the run                 Run, open_run (checks, joins torchrun, makes or reopens runs/{name}), open_writer,
+#                           torch_threads (1 for an MLP, the cores for a CNN)
 #   checkpoints, resume     save_checkpoint, load_checkpoint, restore_checkpoint, the env statistics
 #   Ctrl-C and SIGTERM      stop_on_signal (the loop stops), exit_if_stopped (the run exits 130 / 143)
 #   torchrun                process_rank, join_processes, restart recovery, the collectives
@@ -726,8 +729,8 @@ def tuned_preset(env_id: str) -> dict:
 # Args itself stays flat, as CleanRL's (args.gamma): read_flags reads the command line through them.
 FLAG_GROUPS = {
     "run": ("the run's name and seed, its devices, and what it logs",
-            ("exp_name", "seed", "torch_deterministic", "cuda", "backend", "track", "wandb_project_name",
-             "wandb_entity", "capture_video")),
+            ("exp_name", "seed", "torch_deterministic", "cuda", "torch_threads", "backend", "track",
+             "wandb_project_name", "wandb_entity", "capture_video")),
     "algorithm": (f"CleanRL's ppo.py defaults; for a Box action space a flag not given takes ppo_continuous_action.py's "
                   f"value, shown as Box: (BOX_DEFAULTS), for images ppo_atari.py's, shown as images: (IMAGE_DEFAULTS). "
                   f"--preset tuned knows {', '.join(PRESETS)}.",
@@ -1020,11 +1023,14 @@ class NatureCNN(nn.Module):
         self.convolutions = nn.Sequential(*convolutions, nn.Flatten())
         flat_size = self.convolutions(torch.zeros(1, channels, height, width)).shape[1]  # 64 * 7 * 7 for 84x84
         self.linear = nn.Sequential(layer_init(nn.Linear(flat_size, self.out_features)), nn.ReLU())
+        # Not in CleanRL: weights and inputs in channels-last memory (the same values, laid out NHWC), whose
+        # oneDNN convolutions on a CPU take the update 1.36x less time (benchmarks/cnn_cpu.py, docs/atari.md).
+        self.convolutions.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.permute(0, 3, 1, 2)
-        return self.linear(self.convolutions(x.float() * self.scale))  # CleanRL: x / 255.0
+        x = x.permute(0, 3, 1, 2) if self.channels_last else x  # (batch, channels, height, width) from here
+        x = (x.float() * self.scale).contiguous(memory_format=torch.channels_last)  # CleanRL: x / 255.0
+        return self.linear(self.convolutions(x))
 
 
 # Any gymnasium space: the observations and actions other than a vector or an image and Discrete or
@@ -1544,6 +1550,24 @@ class Run:
 RESUME_FIXED = ["env_id", "seed", "num_envs", "num_steps", "total_timesteps", "exp_name", "gamma",
                 "norm_obs", "norm_reward", "clip_action", "preset", "hidden_size", "activation", "ortho_init",
                 "log_std_init", "recurrent", "recurrent_size"]
+
+
+def torch_threads(args: Args, observation_space: gym.spaces.Space) -> int:
+    """How many threads torch computes on (--torch-threads; 0 chooses by the observations, as measured in
+    docs/speed.md and docs/atari.md). An MLP's ops are too small to split: a second thread only adds
+    synchronisation, so vector observations get 1. A CNN's convolutions are real arithmetic that every
+    core shares: images get the cores this process may run on, divided among torchrun's processes on
+    this machine. OMP_NUM_THREADS, when set, is taken instead (torch has read it), except under
+    torchrun, which sets it to 1 for its processes itself."""
+    if args.torch_threads > 0:
+        return args.torch_threads
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine
+    if "OMP_NUM_THREADS" in os.environ and processes == 1:
+        return torch.get_num_threads()
+    if not any(is_image(part) for part in flat_parts(observation_space).values()):
+        return 1  # no image, no CNN (the Agent's, as built)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // processes)
 
 
 def open_run(args: Args) -> Run:

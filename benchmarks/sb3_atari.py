@@ -9,7 +9,8 @@ clipping, 84x84 grayscale), 4 stacked frames, CnnPolicy (the Nature CNN), 8 envs
 minibatches of 256, 4 epochs, learning rate 2.5e-4 and clip range 0.1, both annealed linearly to 0,
 value coefficient 0.5, entropy 0.01. Each whole game's raw score (SB3's Monitor sits inside the
 AtariWrapper) goes to TensorBoard as `charts/episodic_return` in runs/<name>/, as ppo.py logs it.
-One torch thread, as ppo.py uses, so that two learning runs can share a 2-core machine.
+Torch's own thread count (all the cores), what an SB3 user gets; --torch-threads 1 lets two learning
+runs share a 2-core machine.
 """
 
 import argparse
@@ -24,6 +25,7 @@ def main():
     parser.add_argument("--env-id", default="BreakoutNoFrameskip-v4")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--total-timesteps", type=int, default=1_000_000)
+    parser.add_argument("--torch-threads", type=int, default=0, help="0: torch's default (SB3 sets none)")
     cli = parser.parse_args()
     try:
         import ale_py
@@ -36,7 +38,8 @@ def main():
         raise SystemExit("error: this benchmark needs Stable-Baselines3 and ale-py: "
                          "pip install stable-baselines3 -r requirements-atari.txt") from None
     gym.register_envs(ale_py)
-    torch.set_num_threads(1)
+    if cli.torch_threads:
+        torch.set_num_threads(cli.torch_threads)
     writer = SummaryWriter(f"runs/{cli.env_id}__sb3_ppo__{cli.seed}__{int(time.time())}")
     start = time.time()
 
