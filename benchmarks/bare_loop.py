@@ -32,8 +32,8 @@ def bare_train(args: ppo.Args) -> ppo.Agent:
     """train()'s algorithm alone: one process, CPU, GAE."""
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(1)
     envs = ppo.make_envs(args, args.num_envs)
+    torch.set_num_threads(ppo.torch_threads(args, envs.single_observation_space))  # as train(): 1 for MLPs
     agent = ppo.Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init)
     optimizer = ppo.ClippedAdam(agent.parameters(), lr=args.learning_rate, eps=1e-5, max_grad_norm=args.max_grad_norm)
     steps, n = args.num_steps, args.num_envs

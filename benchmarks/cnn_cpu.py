@@ -1,7 +1,7 @@
 """The Nature CNN's cost on a CPU, option by option: what ppo.py's image path could change.
 
     python benchmarks/cnn_cpu.py                 # Atari's (4, 84, 84) frames, torch_threads' choice
-    python benchmarks/cnn_cpu.py --threads 1 --options default channels-last
+    python benchmarks/cnn_cpu.py --threads 1 --options default channels-first
 
 For each option, the median milliseconds of the three calls an iteration of ppo.py makes at
 ppo_atari.py's defaults (8 envs x 128 steps, minibatches of 256):
@@ -11,9 +11,10 @@ ppo_atari.py's defaults (8 envs x 128 steps, minibatches of 256):
   (--minibatch changes the size: per observation, is a larger minibatch cheaper?);
 and the seconds an iteration would take from these (128 rollout calls + 1 batched + 16 updates),
 against the default's. The options (--options picks some):
-- default: what ppo.py runs (float32, NCHW, oneDNN's convolutions as torch picks them);
+- default: what ppo.py runs (float32, the convolutions' weights and inputs in channels-last memory,
+  oneDNN's convolutions as torch picks them);
+- channels-first: the same in torch's usual (contiguous, NCHW) memory format, as CleanRL runs it;
 - no-mkldnn: torch.backends.mkldnn.enabled = False (torch's own convolutions);
-- channels-last: the agent and its input in torch.channels_last memory format;
 - bf16-autocast: torch.autocast("cpu", torch.bfloat16) around the forward passes (a CPU without
   native bfloat16, AVX512-BF16 or AMX, emulates it);
 - compile: torch.compile (inductor) of the agent's trunk; its compilation time is printed apart.
@@ -35,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ppo  # noqa: E402
 
-OPTIONS = ["default", "no-mkldnn", "channels-last", "bf16-autocast", "compile"]
+OPTIONS = ["default", "channels-first", "no-mkldnn", "bf16-autocast", "compile"]
 
 
 def median_ms(fn, calls, repeats):
@@ -66,10 +67,10 @@ def measure(option, cli):
     old_values, advantages, returns = torch.zeros(n), torch.randn(n), torch.randn(n)
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if option == "bf16-autocast" else nullcontext
     compile_s = 0.0
-    if option == "channels-last":
-        agent = agent.to(memory_format=torch.channels_last)
-        trunk_forward = agent.trunk.forward
-        agent.trunk.forward = lambda x: trunk_forward(x.contiguous(memory_format=torch.channels_last))
+    if option == "channels-first":
+        cnn = agent.trunk
+        cnn.convolutions.to(memory_format=torch.contiguous_format)
+        cnn.forward = lambda x: cnn.linear(cnn.convolutions((x.float() * cnn.scale).contiguous()))
     if option == "compile":
         agent.trunk = torch.compile(agent.trunk)
         start = time.perf_counter()
@@ -107,7 +108,7 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: what ppo.py chooses for images")
     parser.add_argument("--options", nargs="+", choices=OPTIONS, default=OPTIONS)
     parser.add_argument("--minibatch", type=int, default=256)
-    parser.add_argument("--shape", type=int, nargs=3, default=[4, 84, 84], help="the observation's shape")
+    parser.add_argument("--shape", type=int, nargs=3, default=[4, 84, 84], help="the observation's shape, channels first")
     parser.add_argument("--repeats", type=int, default=5)
     cli = parser.parse_args()
     cli.shape = tuple(cli.shape)
