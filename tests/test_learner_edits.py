@@ -39,11 +39,14 @@ def edited_ppo(tmp_path, *replacements, count=1):
 
 def train_edited(module, **flags):
     """Train the edited module; returns (initial, final) parameters by name, and the run's scalars.
-    train() seeds torch, then makes the envs and the Agent: the same steps give its initial weights."""
+    train() seeds torch, makes the envs, sets its threads (an orthogonal init depends on their number)
+    and makes the Agent: the same steps give its initial weights."""
     args = module.Args(**{**FLAGS, **flags})
     torch.manual_seed(args.seed)
-    agent = module.Agent(module.make_envs(args, args.num_envs), args.hidden_size, args.activation, args.ortho_init,
-                         args.log_std_init, args.recurrent, args.recurrent_size)
+    envs = module.make_envs(args, args.num_envs)
+    torch.set_num_threads(module.torch_threads(args, envs.single_observation_space))
+    agent = module.Agent(envs, args.hidden_size, args.activation, args.ortho_init, args.log_std_init, args.recurrent,
+                         args.recurrent_size)
     initial = {name: p.detach().clone() for name, p in agent.named_parameters()}
     agent = module.train(args)
     final = dict(agent.named_parameters())
