@@ -1024,7 +1024,7 @@ class NatureCNN(nn.Module):
         flat_size = self.convolutions(torch.zeros(1, channels, height, width)).shape[1]  # 64 * 7 * 7 for 84x84
         self.linear = nn.Sequential(layer_init(nn.Linear(flat_size, self.out_features)), nn.ReLU())
         # Not in CleanRL: weights and inputs in channels-last memory (the same values, laid out NHWC), whose
-        # oneDNN convolutions on a CPU take the update 1.36x less time (benchmarks/cnn_cpu.py, docs/atari.md).
+        # oneDNN convolutions on a CPU take the update 1.24x less time (benchmarks/cnn_cpu.py, docs/atari.md).
         self.convolutions.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -1461,7 +1461,7 @@ def check_args(args: Args) -> None:
                  "clip_coef", "max_grad_norm", "hidden_size", "recurrent_size"]:
         if not getattr(args, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ["ent_coef", "vf_coef", "checkpoint_every", "eval_episodes"]:
+    for name in ["ent_coef", "vf_coef", "checkpoint_every", "eval_episodes", "torch_threads"]:
         if not getattr(args, name) >= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for name in ["gamma", "gae_lambda"]:

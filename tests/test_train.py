@@ -101,6 +101,7 @@ BAD_INPUT = [
     (["--learning-rate", "-1e-3"], "--learning-rate must be positive"),
     (["--num-envs", "0"], "--num-envs must be positive"),
     (["--ent-coef", "-0.1"], "--ent-coef must be >= 0"),
+    (["--torch-threads", "-2"], "--torch-threads must be >= 0, got -2"),
     (["--target-kl", "0"], "--target-kl must be positive"),
     (["--exp-name", "a/b"], "--exp-name must be a plain name"),
     (["--num-envs", "1", "--num-steps", "4"], "--num-minibatches 4 is too many for 1 envs x 4 steps"),
