@@ -22,7 +22,6 @@ Timings on a shared machine mean nothing: run it alone.
 """
 
 import argparse
-import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -35,19 +34,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import ppo  # noqa: E402
+from profile_step import per_call_us  # noqa: E402  (the median over repeats of a call's time)
 
 OPTIONS = ["default", "channels-first", "no-mkldnn", "bf16-autocast", "compile"]
 
 
 def median_ms(fn, calls, repeats):
-    fn()  # warm up (and, for compile, compile)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls * 1e3)
-    return statistics.median(times)
+    return per_call_us(fn, calls, repeats) / 1e3  # (after one call to warm up, and for compile, to compile)
 
 
 def measure(option, cli):
