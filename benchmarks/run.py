@@ -12,11 +12,16 @@ makes the runner exit 1.
 
 Wall times are measured around each process, so they include start-up and depend on how
 many runs share the CPU: for speed comparisons use --workers 1 (see GUIDE.md section 4).
+
+On Linux each worker runs its children on its own share of the cores (core_slots), so that
+ppo.py, which gives an image run every core it may use, gives each of 2 runs on 2 cores one
+thread, not two that fight the other run's (docs/atari.md, "Threads by workload").
 """
 
 import argparse
 import glob
 import os
+import queue
 import re
 import shlex
 import subprocess
@@ -100,6 +105,14 @@ def mean_curve(curves, n_points: int = 200):
     return grid, ys.mean(axis=0), ys.std(axis=0)
 
 
+def core_slots(cores, workers: int) -> list[list[int]]:
+    """The cores split into `workers` disjoint shares, one per worker; [] (no pinning) when there are
+    fewer cores than workers. 4 cores, 2 workers: [[0, 1], [2, 3]]."""
+    cores = sorted(cores)
+    per_worker = len(cores) // workers
+    return [cores[i * per_worker:(i + 1) * per_worker] for i in range(workers)] if per_worker else []
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """'name="--flag value"' -> ('name', ['--flag', 'value'])."""
     name, sep, flags = text.partition("=")
@@ -168,8 +181,20 @@ def load_returns(run_dir: Path, tag: str = RETURN_TAG) -> tuple[np.ndarray, np.n
     return np.array([e.step for e in events], dtype=float), np.array([e.value for e in events], dtype=float)
 
 
-def run_one(run: Run, out: Path, extra: list[str], nproc: int = 1) -> Run:
-    """Train once in a child process; fill in wall time, error (if any) and the logged returns."""
+def run_one(run: Run, out: Path, extra: list[str], nproc: int = 1, slots: queue.Queue | None = None) -> Run:
+    """Train once in a child process; fill in wall time, error (if any) and the logged returns.
+    With `slots` (a queue of core_slots), the child runs on one share of the cores, taken for the run."""
+    cores = slots.get() if slots is not None else None
+    try:
+        if cores is not None:  # Linux: pid 0 is this worker thread, and the child it starts inherits its cores
+            os.sched_setaffinity(0, cores)
+        return train_in_child(run, out, extra, nproc)
+    finally:
+        if cores is not None:
+            slots.put(cores)
+
+
+def train_in_child(run: Run, out: Path, extra: list[str], nproc: int) -> Run:
     # ppo.py names its directory runs/{env}__{exp_name}__{seed}__{unix time}: the pattern is
     # unique to this run within a benchmark, and diffing it before/after finds the new one
     # even when <out> already holds older runs.
@@ -263,9 +288,14 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     print(f"{len(runs)} runs, {args.workers} at a time, into {args.out}", file=sys.stderr)
+    slots = None
+    if hasattr(os, "sched_setaffinity") and core_slots(os.sched_getaffinity(0), args.workers):
+        slots = queue.Queue()
+        for share in core_slots(os.sched_getaffinity(0), args.workers):
+            slots.put(share)
     pool = ThreadPoolExecutor(max_workers=args.workers)
     try:
-        futures = [pool.submit(run_one, run, args.out, args.extra, args.nproc_per_node) for run in runs]
+        futures = [pool.submit(run_one, run, args.out, args.extra, args.nproc_per_node, slots) for run in runs]
         for done, future in enumerate(as_completed(futures), 1):
             run = future.result()
             result = f"{run.score:.1f}" if run.ok else f"FAILED ({run.error}), log {run.log}"

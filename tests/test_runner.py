@@ -70,3 +70,28 @@ def test_failed_run_is_reported(tmp_path):
     assert "FAILED" in row[3] and "logs/bad__CartPole-v1__1.log" in row[3]
     log = (tmp_path / "logs" / "bad__CartPole-v1__1.log").read_text()
     assert "gamma" in log.split("\n", 1)[1]  # ppo.py's error, below the command line the log starts with
+
+
+def test_core_slots_split_the_cores_between_workers():
+    assert runner.core_slots({3, 1, 2, 0}, 2) == [[0, 1], [2, 3]]
+    assert runner.core_slots(range(5), 2) == [[0, 1], [2, 3]]  # the odd core is left out
+    assert runner.core_slots(range(2), 1) == [[0, 1]]
+    assert runner.core_slots(range(2), 3) == []  # more workers than cores: no pinning
+
+
+@pytest.mark.skipif(not hasattr(runner.os, "sched_setaffinity"), reason="core affinity is Linux's")
+def test_each_run_starts_on_its_workers_cores(tmp_path, monkeypatch):
+    """A child started by a worker runs on that worker's share only, which ppo.py's torch_threads then
+    counts (an image run on 2 cores with 2 workers: 1 thread each, not 2 fighting for one core)."""
+    fake_ppo = tmp_path / "fake_ppo.py"
+    fake_ppo.write_text("import os\nprint('cores', sorted(os.sched_getaffinity(0)))\n")
+    monkeypatch.setattr(runner, "PPO", fake_ppo)
+    first_core = min(runner.os.sched_getaffinity(0))
+    slots = runner.queue.Queue()
+    slots.put([first_core])
+    run = runner.Run("default", [], "CartPole-v1", 1, tmp_path / "run.log")
+    with runner.ThreadPoolExecutor(max_workers=1) as pool:  # a worker thread, as in main
+        pool.submit(runner.run_one, run, tmp_path, [], 1, slots).result()
+    assert f"cores [{first_core}]" in run.log.read_text()
+    assert slots.get_nowait() == [first_core]  # given back for the next run
+    assert runner.os.sched_getaffinity(0) != {first_core} or runner.os.cpu_count() == 1  # this thread: untouched
