@@ -160,6 +160,25 @@ def test_minatar_trains_on_the_small_cnn_and_logs_its_scores(in_tmp):
     assert (args.num_envs, args.clip_coef, args.total_timesteps) == (8, 0.1, 10_000_000)
 
 
+@pytest.mark.parametrize("env_id, minibatch_size", [("MinAtar/Breakout-v1", 128), ("MinAtar/SpaceInvaders-v1", 256)])
+def test_minatar_presets_are_gymnax_settings_with_smaller_minibatches(in_tmp, env_id, minibatch_size):
+    """gymnax-blines' PPO for MinAtar (64 envs x 128 steps, 4 epochs, lr 5e-4 constant, clip 0.2, gamma 0.999,
+    lambda 0.95, entropy 0.01, value 0.5, 10M steps), but minibatches of 128 or 256, not 1,024 (docs/atari.md)."""
+    pytest.importorskip("minatar", reason="pip install -r requirements-minatar.txt")
+    args = ppo.parse_args(["--env-id", env_id, "--preset", "tuned"])
+    assert (args.num_envs, args.num_steps, args.update_epochs, args.learning_rate, args.anneal_lr, args.clip_coef,
+            args.gamma, args.gae_lambda, args.ent_coef, args.vf_coef, args.total_timesteps) == (
+        64, 128, 4, 5e-4, False, 0.2, 0.999, 0.95, 0.01, 0.5, 10_000_000)
+    assert 64 * 128 // args.num_minibatches == minibatch_size
+    ppo.train(ppo.parse_args(["--env-id", env_id, "--preset", "tuned", "--total-timesteps", str(64 * 128)]))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((in_tmp / "runs").iterdir())))
+    events.Reload()
+    table = events.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "|preset|tuned|" in table and f"|num_minibatches|{args.num_minibatches}|" in table and "|num_envs|64|" in table
+
+
 def test_minatar_needs_its_extra_in_one_line(monkeypatch):
     for env_id in [env_id for env_id in gym.registry if env_id.startswith("MinAtar/")]:
         monkeypatch.delitem(gym.registry, env_id)
