@@ -713,17 +713,17 @@ PRESETS = {
     # with one env, seed 1 stalled near a training return of 1,400 (greedy 1445); rl-zoo's settings did worse.
     "Walker2d-v5": dict(num_envs=8, num_steps=256),
     # MinAtar's games (minatar 1.0.15: sticky actions 0.1, no time limit), on the small CNN: gymnax-blines'
-    # PPO settings for them (64 envs x 128 steps, 4 epochs, lr 5e-4 constant, clip 0.2, gamma 0.999; its
-    # 5% warm-up left out), but minibatches of 128 (its 8 of 1,024: 18.61 at 7M, against the figure of 28;
-    # screens on seed 1 in docs/atari.md, "MinAtar at its published level").
+    # PPO settings for them (64 envs x 128 steps, 4 epochs, lr 5e-4, clip 0.2, gamma 0.999, lambda 0.95), but
+    # with CleanRL's annealed learning rate (gymnax: constant after a 5% warm-up; constant, seed 2 sat near 20
+    # and SpaceInvaders near 110, under the figures of 28 and 131) and minibatches of 128, not 1,024 (twice
+    # as far at 1M and 2M on seed 1). Screens in docs/atari.md, "MinAtar at its published level".
     "MinAtar/Breakout-v1": dict(total_timesteps=10_000_000, num_envs=64, num_steps=128, num_minibatches=64,
-                                update_epochs=4, learning_rate=5e-4, anneal_lr=False, clip_coef=0.2, gamma=0.999,
-                                gae_lambda=0.95),
-    # The same, but minibatches of 256: fast enough here (seed 1: 92.6 at 2M, against 47.0 at gymnax's 1,024),
-    # where 128 would cost 1.3x the time (Breakout's SPS: 6,172 against 8,025).
+                                update_epochs=4, learning_rate=5e-4, clip_coef=0.2, gamma=0.999, gae_lambda=0.95),
+    # The same, but minibatches of 256: as fast to learn here (seed 1: 92.6 at 2M, against 47.0 at gymnax's
+    # 1,024), where 128 would cost 1.3x the time (Breakout's SPS: 6,172 against 8,025).
     "MinAtar/SpaceInvaders-v1": dict(total_timesteps=10_000_000, num_envs=64, num_steps=128, num_minibatches=32,
-                                     update_epochs=4, learning_rate=5e-4, anneal_lr=False, clip_coef=0.2,
-                                     gamma=0.999, gae_lambda=0.95),
+                                     update_epochs=4, learning_rate=5e-4, clip_coef=0.2, gamma=0.999,
+                                     gae_lambda=0.95),
     # CleanRL's continuous defaults with Walker2d's 8 envs x 256 steps, and a narrower first policy (log std
     # -1: std 0.37, not 1): screened on seed 1, greedy eval 686 (defaults), 701 (8 envs), 1162 (and log std -1).
     "Ant-v5": dict(num_envs=8, num_steps=256, log_std_init=-1.0),

@@ -162,13 +162,14 @@ def test_minatar_trains_on_the_small_cnn_and_logs_its_scores(in_tmp):
 
 @pytest.mark.parametrize("env_id, minibatch_size", [("MinAtar/Breakout-v1", 128), ("MinAtar/SpaceInvaders-v1", 256)])
 def test_minatar_presets_are_gymnax_settings_with_smaller_minibatches(in_tmp, env_id, minibatch_size):
-    """gymnax-blines' PPO for MinAtar (64 envs x 128 steps, 4 epochs, lr 5e-4 constant, clip 0.2, gamma 0.999,
-    lambda 0.95, entropy 0.01, value 0.5, 10M steps), but minibatches of 128 or 256, not 1,024 (docs/atari.md)."""
+    """gymnax-blines' PPO for MinAtar (64 envs x 128 steps, 4 epochs, lr 5e-4, clip 0.2, gamma 0.999, lambda
+    0.95, entropy 0.01, value 0.5, 10M steps), but the lr annealed (gymnax: constant) and minibatches of 128 or
+    256, not 1,024 (docs/atari.md)."""
     pytest.importorskip("minatar", reason="pip install -r requirements-minatar.txt")
     args = ppo.parse_args(["--env-id", env_id, "--preset", "tuned"])
     assert (args.num_envs, args.num_steps, args.update_epochs, args.learning_rate, args.anneal_lr, args.clip_coef,
             args.gamma, args.gae_lambda, args.ent_coef, args.vf_coef, args.total_timesteps) == (
-        64, 128, 4, 5e-4, False, 0.2, 0.999, 0.95, 0.01, 0.5, 10_000_000)
+        64, 128, 4, 5e-4, True, 0.2, 0.999, 0.95, 0.01, 0.5, 10_000_000)
     assert 64 * 128 // args.num_minibatches == minibatch_size
     ppo.train(ppo.parse_args(["--env-id", env_id, "--preset", "tuned", "--total-timesteps", str(64 * 128)]))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
