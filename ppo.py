@@ -715,7 +715,7 @@ PRESETS = {
     # MinAtar's games (minatar 1.0.15: sticky actions 0.1, no time limit), on the small CNN: gymnax-blines'
     # PPO settings for them (64 envs x 128 steps, 4 epochs, lr 5e-4, clip 0.2, gamma 0.999, lambda 0.95), but
     # with CleanRL's annealed learning rate (gymnax: constant after a 5% warm-up; constant, Breakout's seed 2
-    # ended at 22.7 and SpaceInvaders' seed 1 at 125, under the figures of 28 and 131) and minibatches of 128,
+    # ended at 21.7 and SpaceInvaders' seed 1 at 121.6, under the figures of 28 and 131) and minibatches of 128,
     # not 1,024 (twice as far at 1M on seed 1). Screens in docs/atari.md, "MinAtar at its published level".
     "MinAtar/Breakout-v1": dict(total_timesteps=10_000_000, num_envs=64, num_steps=128, num_minibatches=64,
                                 update_epochs=4, learning_rate=5e-4, clip_coef=0.2, gamma=0.999, gae_lambda=0.95),
