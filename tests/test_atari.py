@@ -160,10 +160,10 @@ def test_minatar_trains_on_the_small_cnn_and_logs_its_scores(in_tmp):
     assert (args.num_envs, args.clip_coef, args.total_timesteps) == (8, 0.1, 10_000_000)
 
 
-@pytest.mark.parametrize("env_id, minibatch_size", [("MinAtar/Breakout-v1", 128), ("MinAtar/SpaceInvaders-v1", 256)])
+@pytest.mark.parametrize("env_id, minibatch_size", [("MinAtar/Breakout-v1", 64), ("MinAtar/SpaceInvaders-v1", 256)])
 def test_minatar_presets_are_gymnax_settings_with_smaller_minibatches(in_tmp, env_id, minibatch_size):
     """gymnax-blines' PPO for MinAtar (64 envs x 128 steps, 4 epochs, lr 5e-4, clip 0.2, gamma 0.999, lambda
-    0.95, entropy 0.01, value 0.5, 10M steps), but the lr annealed (gymnax: constant) and minibatches of 128 or
+    0.95, entropy 0.01, value 0.5, 10M steps), but the lr annealed (gymnax: constant) and minibatches of 64 or
     256, not 1,024 (docs/atari.md)."""
     pytest.importorskip("minatar", reason="pip install -r requirements-minatar.txt")
     args = ppo.parse_args(["--env-id", env_id, "--preset", "tuned"])
