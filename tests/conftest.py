@@ -14,12 +14,21 @@ def pytest_configure(config):
 
 
 def read_scalars(run_dir):
-    """{tag: [(step, value), ...]} from the TensorBoard event files in run_dir."""
+    """{tag: [(step, value), ...]} from the TensorBoard event files in run_dir, in the order they were written.
+    Their names end in time.host.pid.counter; TensorBoard sorts them as text, so a run and its resume in one
+    second of one process (the tests) read back in reverse when the counter goes from 9 to 10."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    def written_order(path):  # the numbers in the name as numbers
+        return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.name.split(".")]
+
+    scalars = {}
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*"), key=written_order):
+        events = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend((e.step, e.value) for e in events.Scalars(tag))
+    return scalars
 
 
 def free_port() -> int:

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.tensorboard import SummaryWriter
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
@@ -715,3 +716,16 @@ def test_eval_only_with_any_flags_evaluates_or_is_refused_in_one_line(example_di
         assert set(scalars) == {"eval/episodic_return"}
         returns = [value for _, value in scalars["eval/episodic_return"]]
         assert len(returns) == args["eval_episodes"] and all(math.isfinite(value) for value in returns)
+
+
+def test_read_scalars_reads_a_run_and_its_resume_in_the_order_written(tmp_path):
+    """Two event files of one second and one process, counters 9 and 10 (as a run and its resume in one test
+    can be): as text "10" sorts first, and this file's resume checks read the steps backwards."""
+    for step, counter in [(512, 9), (1024, 10)]:
+        writer = SummaryWriter(tmp_path / str(counter))
+        writer.add_scalar("losses/approx_kl", 0.1, step)
+        writer.close()
+        (written,) = (tmp_path / str(counter)).iterdir()
+        written.rename(tmp_path / f"events.out.tfevents.1796650000.my.host.4242.{counter}")
+        (tmp_path / str(counter)).rmdir()
+    assert [step for step, _ in read_scalars(tmp_path)["losses/approx_kl"]] == [512, 1024]
