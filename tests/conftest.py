@@ -1,5 +1,7 @@
+import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,20 +17,20 @@ def pytest_configure(config):
 
 def read_scalars(run_dir):
     """{tag: [(step, value), ...]} from the TensorBoard event files in run_dir, in the order they were written.
-    Their names end in time.host.pid.counter; TensorBoard sorts them as text, so a run and its resume in one
-    second of one process (the tests) read back in reverse when the counter goes from 9 to 10."""
+    Their names end in time.host.pid.counter, which TensorBoard sorts as text: a run and its resume in one second
+    of one process (the tests) read back in reverse when the counter goes from 9 to 10. So they are read through
+    links named in written order, as one directory, where a resume's purge_step drops what it redoes."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     def written_order(path):  # the numbers in the name as numbers
         return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.name.split(".")]
 
-    scalars = {}
-    for path in sorted(Path(run_dir).glob("events.out.tfevents.*"), key=written_order):
-        events = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    with tempfile.TemporaryDirectory() as ordered:
+        for i, path in enumerate(sorted(Path(run_dir).glob("events.out.tfevents.*"), key=written_order)):
+            os.symlink(path.resolve(), Path(ordered) / f"events.out.tfevents.{i:06d}")
+        events = EventAccumulator(ordered, size_guidance={"scalars": 0, "tensors": 0})
         events.Reload()
-        for tag in events.Tags()["scalars"]:
-            scalars.setdefault(tag, []).extend((e.step, e.value) for e in events.Scalars(tag))
-    return scalars
+        return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def free_port() -> int:
